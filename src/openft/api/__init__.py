@@ -1,0 +1,1 @@
+"""HTTP: routes, wire schemas, error rendering and authentication."""

@@ -1,0 +1,99 @@
+"""Every error leaves the server in OpenAI's envelope: {"error": {message, type, param, code}}.
+
+Validation failures (422) also carry FastAPI's `detail` list beside `error`, so clients
+written for FastAPI-style APIs (the Nebius seed) read the same body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from openft.domain.errors import OpenFTError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def envelope(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}, **extra}
+    return JSONResponse(body, status_code=status)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    # FastAPI locations start with where the value came from: ("query", "limit").
+    parts = (
+        [str(part) for part in loc[1:]]
+        if loc and loc[0] in ("query", "body", "path", "header")
+        else [str(p) for p in loc]
+    )
+    return ".".join(parts) or None
+
+
+def _validation_message(error: dict[str, Any]) -> str:
+    param = _param(tuple(error.get("loc", ())))
+    if error.get("type") == "json_invalid":
+        return "We could not parse the JSON body of your request: it is not valid JSON."
+    if error.get("type") == "missing":
+        return f"Missing required parameter: '{param}'."
+    if error.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}"
+    return f"Invalid value for '{param}': {error.get('msg', 'invalid')}."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OpenFTError)
+    async def _openft(_request: Request, exc: OpenFTError) -> JSONResponse:
+        return envelope(
+            exc.status_code, exc.message, type_=exc.error_type, param=exc.param, code=exc.code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        first = errors[0] if errors else {}
+        missing = first.get("type") == "missing"
+        return envelope(
+            422,
+            "; ".join(_validation_message(error) for error in errors) or "Invalid request.",
+            type_="invalid_request_error",
+            param=_param(tuple(first.get("loc", ()))),
+            code="missing_required_parameter" if missing else "invalid_value",
+            detail=jsonable_encoder(errors, exclude={"url", "ctx", "input"}),
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404:
+            message = "Invalid URL: no such route on this server."
+        return envelope(
+            exc.status_code,
+            message,
+            type_="invalid_request_error",
+            code=_HTTP_CODES.get(exc.status_code),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return envelope(
+            500,
+            "The server had an error while processing your request. Sorry about that!",
+            type_="server_error",
+        )

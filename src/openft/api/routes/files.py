@@ -1,0 +1,114 @@
+"""The Files API: upload (multipart, streamed to disk), list, retrieve, delete, content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+
+from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.schemas import FileDeleted, FileList, FileObject, file_json
+from openft.domain.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+CHUNK = 1 << 20
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "example": "fine-tune"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK):
+        yield chunk
+
+
+@router.post("", response_model=FileObject, operation_id="createFile", openapi_extra=_UPLOAD_BODY)
+async def create_file(
+    request: Request, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    # The body is parsed here, not by FastAPI, so an oversized upload is refused from
+    # its Content-Length before a byte of it is read.
+    declared = request.headers.get("content-length")
+    declared_bytes = int(declared) if declared and declared.isdigit() else None
+    if declared_bytes is not None:
+        services.files.check_request_size(declared_bytes)
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload = form.get("file")
+        purpose = form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+        record = await run_in_threadpool(
+            services.files.upload,
+            principal,
+            upload.filename or "upload",
+            purpose,
+            _chunks(upload.file),
+        )
+    return file_json(record)
+
+
+@router.get("", response_model=FileList, operation_id="listFiles")
+def list_files(
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> dict[str, Any]:
+    page = services.files.list(
+        principal, purpose=purpose, after=after, limit=limit, newest_first=order == "desc"
+    )
+    data = [file_json(f) for f in page.items]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": page.has_more,
+    }
+
+
+@router.get("/{file_id}", response_model=FileObject, operation_id="retrieveFile")
+def retrieve_file(
+    file_id: str, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    return file_json(services.files.get(principal, file_id))
+
+
+@router.delete("/{file_id}", response_model=FileDeleted, operation_id="deleteFile")
+def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> dict[str, Any]:
+    services.files.delete(principal, file_id)
+    return {"id": file_id, "object": "file", "deleted": True}
+
+
+@router.get(
+    "/{file_id}/content",
+    operation_id="downloadFile",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def file_content(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> FileResponse:
+    record, path = services.files.content_path(principal, file_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)

@@ -1,0 +1,171 @@
+"""The fine-tuning jobs API and its events endpoint (the seeds' contract)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.schemas import (
+    CreateJobRequest,
+    EventList,
+    JobList,
+    JobObject,
+    event_json,
+    job_json,
+)
+from openft.domain.errors import InvalidRequest
+from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
+from openft.services.jobs import NewJob
+from openft.store.jobs import MetadataFilter
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+JobId = Annotated[str, Path(description="The ID of the fine-tuning job.")]
+
+
+def _metadata_filter(request: Request) -> MetadataFilter | bool:
+    """OpenAI's deep-object filter: `metadata[k]=v` (all must match), or `metadata=null`."""
+    params = request.query_params
+    pairs = {
+        name[len("metadata[") : -1]: value
+        for name, value in params.multi_items()
+        if name.startswith("metadata[") and name.endswith("]")
+    }
+    if "metadata" not in params:
+        return pairs or False
+    if params["metadata"] != "null":
+        raise InvalidRequest(
+            "Filter by metadata with metadata[KEY]=VALUE, or metadata=null.", param="metadata"
+        )
+    if pairs:
+        raise InvalidRequest(
+            "Do not combine metadata=null with metadata[KEY]=VALUE.", param="metadata"
+        )
+    return None
+
+
+@router.post("", response_model=JobObject, operation_id="createFineTuningJob")
+def create_job(
+    body: CreateJobRequest,
+    background: BackgroundTasks,
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+) -> dict[str, Any]:
+    job = services.jobs.create(
+        principal,
+        NewJob(
+            model=body.model,
+            training_file=body.training_file,
+            validation_file=body.validation_file,
+            hyperparameters=body.hyperparameters.model_dump() if body.hyperparameters else None,
+            method=body.method.model_dump() if body.method else None,
+            suffix=body.suffix,
+            seed=body.seed,
+            metadata=body.metadata,
+            integrations=body.integrations,
+        ),
+    )
+    # Files are validated after the answer, as OpenAI does: the job is `validating_files`
+    # now, and moves to `queued` (or `failed`) moments later.
+    background.add_task(services.jobs.validate, job.id)
+    return job_json(job)
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    operation_id="listPaginatedFineTuningJobs",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "metadata",
+                "in": "query",
+                "required": False,
+                "style": "deepObject",
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                "description": "metadata[k]=v keeps jobs whose metadata has k=v; "
+                "metadata=null keeps jobs without metadata.",
+            }
+        ]
+    },
+)
+def list_jobs(
+    request: Request,
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    page = services.jobs.list(
+        principal, after=after, limit=limit, metadata=_metadata_filter(request)
+    )
+    return {"object": "list", "data": [job_json(j) for j in page.items], "has_more": page.has_more}
+
+
+@router.get("/{fine_tuning_job_id}", response_model=JobObject, operation_id="retrieveFineTuningJob")
+def retrieve_job(
+    fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    return job_json(services.jobs.get(principal, fine_tuning_job_id))
+
+
+@router.post(
+    "/{fine_tuning_job_id}/cancel", response_model=JobObject, operation_id="cancelFineTuningJob"
+)
+def cancel_job(
+    fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    return job_json(services.jobs.cancel(principal, fine_tuning_job_id))
+
+
+@router.post(
+    "/{fine_tuning_job_id}/pause", response_model=JobObject, operation_id="pauseFineTuningJob"
+)
+def pause_job(
+    fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    return job_json(services.jobs.pause(principal, fine_tuning_job_id))
+
+
+@router.post(
+    "/{fine_tuning_job_id}/resume", response_model=JobObject, operation_id="resumeFineTuningJob"
+)
+def resume_job(
+    fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    return job_json(services.jobs.resume(principal, fine_tuning_job_id))
+
+
+@router.get(
+    "/{fine_tuning_job_id}/events",
+    response_model=EventList,
+    operation_id="listFineTuningEvents",
+    summary="List fine-tuning events",
+    description="Get status updates for a fine-tuning job.",
+)
+def list_events(
+    fine_tuning_job_id: Annotated[
+        str, Path(description="The ID of the fine-tuning job to get events for.")
+    ],
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    after: Annotated[
+        str | None,
+        Query(description="Identifier for the last event from the previous pagination request."),
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=0, le=MAX_LIMIT, description="Number of events to retrieve.")
+    ] = None,
+) -> JSONResponse:
+    page = services.events.list(
+        principal,
+        fine_tuning_job_id,
+        after=after,
+        limit=DEFAULT_LIMIT if limit is None else limit,
+    )
+    return JSONResponse(
+        {"object": "list", "data": [event_json(e) for e in page.items], "has_more": page.has_more}
+    )

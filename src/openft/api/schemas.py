@@ -1,0 +1,239 @@
+"""Wire shapes: OpenAI's request and response objects, and conversions from the domain.
+
+Response models document the API in /openapi.json; routes return the `*_json` dicts
+directly, so a hot path (an events page) is serialised once, without a second validation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from openft.domain.entities import Event, Job, StoredFile
+from openft.services.models import ModelInfo
+
+Auto = Literal["auto"]
+BatchSize = Auto | Annotated[int, Field(ge=1, le=256)]
+LearningRate = Auto | Annotated[float, Field(gt=0)]
+Epochs = Auto | Annotated[int, Field(ge=1, le=50)]
+Beta = Auto | Annotated[float, Field(gt=0, le=2)]
+MetadataMap = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=512)],
+    ],
+    Field(max_length=16),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -------------------------------------------------------------------
+
+
+class SupervisedHyperparameters(Strict):
+    batch_size: BatchSize = "auto"
+    learning_rate_multiplier: LearningRate = "auto"
+    n_epochs: Epochs = "auto"
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: Beta = "auto"
+
+
+class SupervisedMethod(Strict):
+    hyperparameters: SupervisedHyperparameters | None = None
+
+
+class DpoMethod(Strict):
+    hyperparameters: DpoHyperparameters | None = None
+
+
+class MethodRequest(Strict):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+class CreateJobRequest(Strict):
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    hyperparameters: SupervisedHyperparameters | None = Field(default=None, deprecated=True)
+    method: MethodRequest | None = None
+    suffix: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+        | None
+    ) = None
+    seed: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
+    metadata: MetadataMap | None = None
+    integrations: list[dict[str, Any]] | None = None
+
+
+# -- responses ------------------------------------------------------------------
+
+
+class FileObject(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"] = "processed"
+    status_details: str | None = None
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool
+
+
+class JobErrorObject(BaseModel):
+    code: str
+    message: str
+    param: str | None
+
+
+class JobObject(BaseModel):
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    id: str
+    model: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: Literal[
+        "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
+    ]
+    validation_file: str | None
+    training_file: str
+    hyperparameters: dict[str, Any]
+    trained_tokens: int | None
+    error: JobErrorObject | None
+    seed: int
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    method: dict[str, Any]
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject]
+    has_more: bool
+
+
+class EventObject(BaseModel):
+    """Compatible with OpenAI's FineTuningJobEvent and Nebius' (seed 002)."""
+
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    id: str
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"]
+    data: dict[str, Any]
+
+
+class EventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EventObject]
+    has_more: bool
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+# -- conversions ------------------------------------------------------------------
+
+
+def file_json(file: StoredFile) -> dict[str, Any]:
+    return {
+        "id": file.id,
+        "object": "file",
+        "bytes": file.bytes,
+        "created_at": file.created_at,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    hyper = job.method.hyperparameters
+    return {
+        "object": "fine_tuning.job",
+        "id": job.id,
+        "model": job.model,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "fine_tuned_model": job.fine_tuned_model,
+        "organization_id": job.project_id,
+        "result_files": job.result_files,
+        "status": job.status.value,
+        "validation_file": job.validation_file,
+        "training_file": job.training_file,
+        "hyperparameters": {
+            "batch_size": hyper.batch_size,
+            "learning_rate_multiplier": hyper.learning_rate_multiplier,
+            "n_epochs": hyper.n_epochs,
+        },
+        "trained_tokens": job.trained_tokens,
+        "error": (
+            {"code": job.error.code, "message": job.error.message, "param": job.error.param}
+            if job.error
+            else None
+        ),
+        "seed": job.seed,
+        "estimated_finish": job.estimated_finish,
+        "integrations": [],
+        "method": job.method.to_dict(),
+        "metadata": job.metadata,
+        "user_provided_suffix": job.suffix,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "object": "fine_tuning.job.event",
+        "id": event.id,
+        "created_at": event.created_at,
+        "level": event.level.value,
+        "message": event.message,
+        "type": event.type.value,
+        "data": event.data,
+    }
+
+
+def model_json(model: ModelInfo) -> dict[str, Any]:
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}

@@ -1,0 +1,1 @@
+"""Command line: wiring of settings, stores, services and the app."""

@@ -1,0 +1,131 @@
+"""`openft`: serve the API, manage keys, upgrade the database schema."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openft.domain.entities import KeyScope
+from openft.domain.errors import SchemaMismatch
+from openft.settings import Settings
+
+app = typer.Typer(
+    help="openft: a self-hosted, OpenAI-compatible fine-tuning service.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where the SQLite database and files live [env OPENFT_DATA_DIR; default"
+        " ./openft-data]."
+    ),
+]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="sqlite:///PATH or postgresql+psycopg://USER@HOST/DB [env OPENFT_DATABASE_URL]."
+    ),
+]
+
+
+def _settings(**flags: object) -> Settings:
+    # Flags left unset fall back to OPENFT_* variables, then to the defaults.
+    return Settings(**{name: value for name, value in flags.items() if value is not None})
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"openft: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind [env OPENFT_HOST; default 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env OPENFT_PORT; default 8000].")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A base model to offer, NAME=SOURCE (Hugging Face id or local dir);"
+            " repeatable [env OPENFT_MODELS]."
+        ),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Run the API server (SQLite in --data-dir unless --database-url says otherwise)."""
+    import uvicorn
+
+    from openft.api.app import create_app
+    from openft.cli.wiring import build_services
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    try:
+        services = build_services(settings, settings.base_models(model or []))
+    except (SchemaMismatch, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    api = create_app(services, revalidate_every_seconds=settings.revalidate_after_seconds)
+    try:
+        uvicorn.run(
+            api, host=settings.host, port=settings.port, access_log=access_log, log_level="info"
+        )
+    finally:
+        services.close()
+
+
+@keys_app.command("create")
+def keys_create(
+    project: Annotated[
+        str, typer.Option(help="The project the key belongs to (created if new).")
+    ] = "default",
+    scope: Annotated[
+        KeyScope, typer.Option(help="project: the public API; worker: may also report into jobs.")
+    ] = KeyScope.PROJECT,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Print a new API key (one line on stdout). Only its hash is stored."""
+    from openft.cli.wiring import build_services
+
+    try:
+        services = build_services(_settings(data_dir=data_dir, database_url=database_url), [])
+    except SchemaMismatch as exc:
+        raise _fail(str(exc)) from None
+    try:
+        key, found = services.keys.create(project, scope)
+    finally:
+        services.close()
+    typer.echo(f"created a {scope.value} key for project {found.name} ({found.id})", err=True)
+    sys.stdout.write(key + "\n")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Upgrade the database schema to this openft's revision (never drops data)."""
+    from openft.store.database import make_admin_engine
+    from openft.store.migrate import current_revision, head_revision, upgrade
+
+    engine = make_admin_engine(
+        _settings(data_dir=data_dir, database_url=database_url).resolved_database_url()
+    )
+    before = current_revision(engine)
+    upgrade(engine)
+    typer.echo(f"schema: {before or 'empty'} -> {head_revision()}")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    app()

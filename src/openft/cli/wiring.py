@@ -1,0 +1,37 @@
+"""The one place where concrete stores and services are built and connected."""
+
+from __future__ import annotations
+
+from openft.domain.entities import BaseModel
+from openft.services.clock import system_clock
+from openft.services.container import Services
+from openft.services.events import EventService
+from openft.services.files import FileService
+from openft.services.jobs import JobService
+from openft.services.keys import KeyService
+from openft.services.models import ModelService
+from openft.settings import Settings
+from openft.store.database import Database, make_engine
+from openft.store.migrate import ensure_schema
+
+
+def build_services(settings: Settings, base_models: list[BaseModel] | None = None) -> Services:
+    """Connect to the database (creating an empty one's schema) and build every service.
+
+    Raises `SchemaMismatch` when the database holds a schema other than ours.
+    """
+    engine = make_engine(settings.resolved_database_url())
+    ensure_schema(engine)
+    db = Database(engine)
+    files = FileService(db, settings.files_dir, settings.max_upload_bytes)
+    if base_models is None:
+        base_models = settings.base_models()
+    models = ModelService(db, base_models, system_clock())
+    return Services(
+        db=db,
+        keys=KeyService(db),
+        files=files,
+        jobs=JobService(db, files, models, min_examples=settings.min_examples),
+        events=EventService(db),
+        models=models,
+    )

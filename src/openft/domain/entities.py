@@ -1,0 +1,187 @@
+"""Domain entities. Stores return these, never database rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from openft.domain.ids import event_id
+
+Auto = Literal["auto"]
+JsonObject = dict[str, Any]
+T = TypeVar("T")
+
+
+class JobStatus(StrEnum):
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class EventLevel(StrEnum):
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
+class EventType(StrEnum):
+    MESSAGE = "message"
+    METRICS = "metrics"
+
+
+class KeyScope(StrEnum):
+    """`project` keys use the public API; `worker` keys may also report into jobs."""
+
+    PROJECT = "project"
+    WORKER = "worker"
+
+
+class FileFormat(StrEnum):
+    CHAT = "chat"
+    PREFERENCE = "preference"
+
+
+class MethodType(StrEnum):
+    SUPERVISED = "supervised"
+    DPO = "dpo"
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    id: str
+    name: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the project a key belongs to and what the key may do."""
+
+    project_id: str
+    scope: KeyScope
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    id: str
+    project_id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    sha256: str
+    format: FileFormat | None = None
+    examples: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hyperparameters:
+    n_epochs: int | Auto = "auto"
+    batch_size: int | Auto = "auto"
+    learning_rate_multiplier: float | Auto = "auto"
+    beta: float | Auto | None = None  # DPO only
+
+    def to_dict(self) -> JsonObject:
+        out: JsonObject = {
+            "batch_size": self.batch_size,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+            "n_epochs": self.n_epochs,
+        }
+        if self.beta is not None:
+            out["beta"] = self.beta
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    type: MethodType
+    hyperparameters: Hyperparameters
+
+    @property
+    def file_format(self) -> FileFormat:
+        """The training-file format this method consumes."""
+        return FileFormat.PREFERENCE if self.type is MethodType.DPO else FileFormat.CHAT
+
+    def to_dict(self) -> JsonObject:
+        return {
+            "type": self.type.value,
+            self.type.value: {"hyperparameters": self.hyperparameters.to_dict()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+    param: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    project_id: str
+    model: str
+    training_file: str
+    validation_file: str | None
+    status: JobStatus
+    created_at: int
+    method: Method
+    seed: int
+    event_key: str
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    finished_at: int | None = None
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    estimated_finish: int | None = None
+    error: JobError | None = None
+    result_files: list[str] = field(default_factory=list)
+    # A pending request the worker must act on at its next step: "cancel" or "pause".
+    control: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event not yet appended: the store gives it its sequence number and id."""
+
+    message: str
+    level: EventLevel = EventLevel.INFO
+    type: EventType = EventType.MESSAGE
+    data: JsonObject = field(default_factory=dict)
+    created_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    job_event_key: str
+    seq: int
+    created_at: int
+    level: EventLevel
+    type: EventType
+    message: str
+    data: JsonObject
+
+    @property
+    def id(self) -> str:
+        return event_id(self.job_event_key, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a newest-first list and whether older items remain."""
+
+    items: list[T]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BaseModel:
+    """A base model the server offers: a public name and where its weights come from."""
+
+    name: str
+    source: str

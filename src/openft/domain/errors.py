@@ -1,0 +1,74 @@
+"""The one exception hierarchy of openft. The API renders each class to HTTP in one place.
+
+OpenFTError
+ ├── InvalidRequest          400  a request that is well-formed but cannot be honoured
+ │    ├── InvalidCursor      400  `after` names no item of this list
+ │    ├── InvalidFile        400  an uploaded file fails validation
+ │    └── InvalidTransition  400  the job's status does not allow the operation
+ ├── Unauthenticated         401  missing or wrong API key
+ ├── PermissionDenied        403  a key whose scope does not allow the operation
+ ├── NotFound                404  unknown (or other project's) job, file or model
+ ├── PayloadTooLarge         413  an upload over the configured size limit
+ └── SchemaMismatch          --   the database schema is not the one this code knows
+"""
+
+from __future__ import annotations
+
+
+class OpenFTError(Exception):
+    """Base of every error openft raises on purpose."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+
+class InvalidRequest(OpenFTError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class InvalidCursor(InvalidRequest):
+    default_code = "invalid_cursor"
+
+
+class InvalidFile(InvalidRequest):
+    default_code = "invalid_file"
+
+
+class InvalidTransition(InvalidRequest):
+    default_code = "invalid_job_status"
+
+
+class Unauthenticated(OpenFTError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PermissionDenied(OpenFTError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "insufficient_permissions"
+
+
+class NotFound(OpenFTError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class PayloadTooLarge(OpenFTError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "file_too_large"
+
+
+class SchemaMismatch(OpenFTError):
+    """The database is at a schema revision this code does not run on."""

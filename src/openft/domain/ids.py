@@ -1,0 +1,83 @@
+"""Public identifiers in OpenAI's shapes: a prefix and 24 base62 characters."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+ALPHABET = string.digits + string.ascii_letters
+ID_CHARS = 24
+
+FILE_PREFIX = "file-"
+JOB_PREFIX = "ftjob-"
+EVENT_PREFIX = "ftevent-"
+CHECKPOINT_PREFIX = "ftckpt_"
+PROJECT_PREFIX = "proj_"
+KEY_PREFIX = "sk-openft-"
+
+# An event id is its job's event key (16 random characters) followed by the event's
+# per-job sequence number in 8 base62 digits. The id therefore *is* the keyset cursor:
+# `after=<id>` decodes to (job, seq) without a secondary index, which keeps a stored
+# event small and a page at any depth as cheap as the head (see docs/events.md).
+EVENT_KEY_CHARS = 16
+EVENT_SEQ_CHARS = ID_CHARS - EVENT_KEY_CHARS
+MAX_EVENT_SEQ = len(ALPHABET) ** EVENT_SEQ_CHARS - 1
+
+
+def random_token(length: int = ID_CHARS) -> str:
+    """Return `length` cryptographically random base62 characters."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+
+
+def new_file_id() -> str:
+    return FILE_PREFIX + random_token()
+
+
+def new_job_id() -> str:
+    return JOB_PREFIX + random_token()
+
+
+def new_checkpoint_id() -> str:
+    return CHECKPOINT_PREFIX + random_token()
+
+
+def new_project_id() -> str:
+    return PROJECT_PREFIX + random_token()
+
+
+def new_event_key() -> str:
+    return random_token(EVENT_KEY_CHARS)
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + random_token(40)
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, len(ALPHABET))
+        digits.append(ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
+def event_id(event_key: str, seq: int) -> str:
+    """The public id of event number `seq` of the job whose event key is `event_key`."""
+    if not 0 < seq <= MAX_EVENT_SEQ:
+        raise ValueError(f"event sequence out of range: {seq}")
+    return EVENT_PREFIX + event_key + _base62(seq, EVENT_SEQ_CHARS)
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    """Split an event id into (event key, seq); None when it is not one of ours."""
+    if not value.startswith(EVENT_PREFIX) or len(value) != len(EVENT_PREFIX) + ID_CHARS:
+        return None
+    body = value[len(EVENT_PREFIX) :]
+    if any(ch not in ALPHABET for ch in body):
+        return None
+    seq = 0
+    for ch in body[EVENT_KEY_CHARS:]:
+        seq = seq * len(ALPHABET) + ALPHABET.index(ch)
+    if seq == 0:
+        return None
+    return body[:EVENT_KEY_CHARS], seq

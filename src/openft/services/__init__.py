@@ -1,0 +1,1 @@
+"""Use cases. Each public method is one transaction (or a few, where I/O sits between)."""

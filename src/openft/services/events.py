@@ -1,0 +1,63 @@
+"""A job's event log: appended in batches, read newest first through keyset pages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from openft.domain.entities import Event, EventDraft, Page, Principal
+from openft.domain.errors import InvalidCursor, NotFound
+from openft.domain.ids import parse_event_id
+from openft.services.clock import Clock, system_clock
+from openft.store import events as store
+from openft.store import jobs as jobs_store
+from openft.store.database import Database
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 1000
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(
+        f"Could not find fine-tuning job: {job_id}",
+        param="fine_tuning_job_id",
+        code="fine_tuning_job_not_found",
+    )
+
+
+class EventService:
+    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def append(self, job_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
+        """Append a batch to a job's log in one transaction (the worker's path)."""
+        with self._db.write() as conn:
+            found = jobs_store.job_ref(conn, job_id)
+            if found is None:
+                raise job_not_found(job_id)
+            return store.append_events(conn, found.pk, drafts, self._clock())
+
+    def list(
+        self,
+        principal: Principal,
+        job_id: str,
+        *,
+        after: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Page[Event]:
+        """Events newest first; `after` an event id of this job: only those older than it."""
+        with self._db.read() as conn:
+            ref = jobs_store.job_ref(conn, job_id, principal.project_id)
+            if ref is None:
+                raise job_not_found(job_id)
+            before = None
+            if after is not None:
+                parsed = parse_event_id(after)
+                # Sequence numbers are gap-free from 1, so the range check is an existence check.
+                if parsed is None or parsed[0] != ref.event_key or parsed[1] > ref.last_event_seq:
+                    raise InvalidCursor(
+                        f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
+                        param="after",
+                    )
+                before = parsed[1]
+            return store.list_events(conn, ref.pk, ref.event_key, before_seq=before, limit=limit)

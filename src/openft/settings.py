@@ -1,0 +1,54 @@
+"""Server settings from flags and OPENFT_* environment variables (pydantic-settings).
+
+Nothing is read at import time: the CLI builds a `Settings` when a command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from openft.domain.entities import BaseModel
+from openft.store.database import sqlite_url
+
+MiB = 1024 * 1024
+
+
+def parse_models(specs: list[str]) -> list[BaseModel]:
+    """Parse `NAME=SOURCE` items (SOURCE: a Hugging Face id or a local directory)."""
+    models: dict[str, BaseModel] = {}
+    for spec in specs:
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            name, sep, source = item.partition("=")
+            if not sep or not name.strip() or not source.strip():
+                raise ValueError(f"invalid model {item!r}: expected NAME=SOURCE")
+            models[name.strip()] = BaseModel(name.strip(), source.strip())
+    return list(models.values())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENFT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("openft-data")
+    database_url: str | None = None
+    # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
+    models: str = ""
+    max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    # OpenAI requires at least 10 training examples; smaller files fail validation.
+    min_examples: int = Field(default=10, ge=1)
+    # A job still `validating_files` this long after its last change is validated again.
+    revalidate_after_seconds: int = Field(default=30, ge=1)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def base_models(self, extra: list[str] | None = None) -> list[BaseModel]:
+        return parse_models([self.models, *(extra or [])])

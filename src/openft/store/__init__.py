@@ -1,0 +1,1 @@
+"""Persistence: every line of SQL, the migrations, and the dialect differences."""

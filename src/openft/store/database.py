@@ -1,0 +1,116 @@
+"""Engines and transaction scopes for SQLite and PostgreSQL: the dialect differences live here.
+
+SQLite runs in WAL mode with a busy timeout, so readers never block the writer; write
+scopes open with ``BEGIN IMMEDIATE`` so a read-then-write never fails half-way with
+"database is locked". PostgreSQL uses psycopg 3 and plain transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from openft.domain.errors import OpenFTError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreUnavailable(OpenFTError):
+    """The database failed in a way the caller cannot fix: retry later."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "store_unavailable"
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'openft.db').resolve()}"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get("openft_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """Create the engine for `url` (a SQLite path URL or a postgresql+psycopg URL)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(
+            parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    raise ValueError(
+        f"unsupported database URL {parsed.render_as_string()!r}: use sqlite or postgresql"
+    )
+
+
+def make_admin_engine(url: str) -> Engine:
+    """An engine without pooling, for one-off administrative work (migrations, tests)."""
+    engine = make_engine(url)
+    return (
+        create_engine(engine.url, poolclass=NullPool) if engine.dialect.name != "sqlite" else engine
+    )
+
+
+class Database:
+    """Transaction scopes over one engine; database errors are translated once, here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @contextmanager
+    def _scope(self, write: bool) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(openft_write=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc.orig, OSError):
+                raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
+            raise
+
+    def read(self) -> AbstractContextManager[Connection]:
+        """A read-only transaction: a consistent snapshot, never blocking writers."""
+        return self._scope(write=False)
+
+    def write(self) -> AbstractContextManager[Connection]:
+        """A read-write transaction that holds the write lock from its first statement."""
+        return self._scope(write=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

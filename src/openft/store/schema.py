@@ -1,0 +1,111 @@
+"""The database schema, as SQLAlchemy Core tables. Migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+# Deterministic constraint names so migrations and models compare equal on every dialect.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Integer primary keys autoincrement on SQLite only when declared INTEGER PRIMARY KEY.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    # sha256 of the key: keys are long random tokens, so a fast hash is the right tool.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("format", String(20)),
+    Column("examples", Integer),
+    Index(None, "project_id", "pk"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("training_file", String(40), nullable=False),
+    Column("validation_file", String(40)),
+    Column("status", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("method", JSON, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("suffix", String(64)),
+    Column("metadata", JSON),
+    Column("fine_tuned_model", String(512)),
+    Column("trained_tokens", BigInteger),
+    Column("estimated_finish", BigInteger),
+    Column("error", JSON),
+    Column("result_files", JSON, nullable=False),
+    Column("control", String(20)),
+    Column("event_key", String(16), nullable=False, unique=True),
+    # The sequence number of the job's newest event; appends advance it under a row lock.
+    Column("last_event_seq", BigInteger, nullable=False, default=0),
+    Index(None, "project_id", "pk"),
+    Index(None, "status", "pk"),
+)
+
+# One row per event, clustered on (job, seq): a page is one range scan of the primary
+# key at any depth, and the public event id is derived from (job event key, seq).
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("job_pk", PK, ForeignKey("jobs.pk", ondelete="CASCADE"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("level", String(5), nullable=False),
+    Column("type", String(7), nullable=False),
+    Column("message", Text, nullable=False),
+    # Compact JSON text, NULL for an empty object: most message events carry no data.
+    Column("data", Text),
+    sqlite_with_rowid=False,
+)
