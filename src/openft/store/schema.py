@@ -80,11 +80,13 @@ jobs = Table(
     Column("method", JSON, nullable=False),
     Column("seed", BigInteger, nullable=False),
     Column("suffix", String(64)),
-    Column("metadata", JSON),
+    # none_as_null: a job without metadata stores SQL NULL (not JSON null), so that the
+    # `metadata=null` filter is a plain IS NULL on every dialect.
+    Column("metadata", JSON(none_as_null=True)),
     Column("fine_tuned_model", String(512)),
     Column("trained_tokens", BigInteger),
     Column("estimated_finish", BigInteger),
-    Column("error", JSON),
+    Column("error", JSON(none_as_null=True)),
     Column("result_files", JSON, nullable=False),
     Column("control", String(20)),
     Column("event_key", String(16), nullable=False, unique=True),

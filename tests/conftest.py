@@ -1,0 +1,70 @@
+"""Fixtures: every store test runs on SQLite and on PostgreSQL (a fresh database each)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openft.cli.wiring import build_services
+from openft.domain.entities import BaseModel, KeyScope, Principal
+from openft.services.container import Services
+from openft.settings import Settings
+from openft.store.database import make_admin_engine, sqlite_url
+from openft.store.migrate import upgrade
+from tests.support import (
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_admin_url,
+)
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+TINY = BaseModel("tiny", "/nonexistent/tiny-model")
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database that each test's fresh database is copied from."""
+    admin = postgres_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL tests need OPENFT_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    url = create_postgres_database(admin)
+    engine = make_admin_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    drop_postgres_database(admin, url)
+
+
+def _fresh_database(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if kind == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    template = request.getfixturevalue("postgres_template")
+    admin = postgres_admin_url()
+    assert admin is not None
+    from sqlalchemy import make_url
+
+    url = create_postgres_database(admin, template=make_url(template).database)
+    yield url
+    drop_postgres_database(admin, url)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from _fresh_database(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
+    settings = Settings(data_dir=tmp_path, database_url=database_url)
+    built = build_services(settings, [TINY])
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def principal(services: Services) -> Principal:
+    _key, project = services.keys.create("acme", KeyScope.PROJECT)
+    return Principal(project.id, KeyScope.PROJECT)

@@ -1,0 +1,154 @@
+"""Helpers shared by the test suites: databases, sample files, a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, make_url, text
+
+POSTGRES_ENV = "OPENFT_TEST_POSTGRES_URL"
+
+
+def postgres_admin_url() -> str | None:
+    """The PostgreSQL server tests may use (None: skip those tests)."""
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def _admin_engine(url: str):  # type: ignore[no-untyped-def]
+    return create_engine(make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+
+
+def create_postgres_database(admin_url: str, template: str | None = None) -> str:
+    """Create a fresh database on the server of `admin_url` and return its URL."""
+    name = f"openft_test_{secrets.token_hex(6)}"
+    engine = _admin_engine(admin_url)
+    with engine.connect() as conn:
+        clause = f" TEMPLATE {template}" if template else ""
+        conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+    engine.dispose()
+    return make_url(admin_url).set(drivername="postgresql+psycopg", database=name).render_as_string(
+        hide_password=False
+    )
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    engine = _admin_engine(admin_url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def chat_line(i: int, *, weight: int | None = None) -> str:
+    assistant: dict[str, object] = {"role": "assistant", "content": f"answer {i}"}
+    if weight is not None:
+        assistant["weight"] = weight
+    return json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": f"question {i}"},
+                assistant,
+            ]
+        }
+    )
+
+
+def preference_line(i: int) -> str:
+    return json.dumps(
+        {
+            "input": {"messages": [{"role": "user", "content": f"question {i}"}]},
+            "preferred_output": [{"role": "assistant", "content": f"good {i}"}],
+            "non_preferred_output": [{"role": "assistant", "content": f"bad {i}"}],
+        }
+    )
+
+
+def chat_file(n: int = 12) -> bytes:
+    return ("\n".join(chat_line(i) for i in range(n)) + "\n").encode()
+
+
+def preference_file(n: int = 12) -> bytes:
+    return ("\n".join(preference_line(i) for i in range(n)) + "\n").encode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def openft(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run the `openft` CLI in a subprocess and return its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "openft.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@dataclass
+class Server:
+    base_url: str
+    key: str
+    database_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def new_key(self, project: str) -> str:
+        return openft("keys", "create", "--project", project, *self.location()).strip()
+
+    def location(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir), "--database-url", self.database_url]
+
+
+@contextmanager
+def running_server(database_url: str, data_dir: Path, *models: str) -> Iterator[Server]:
+    """Start `openft serve` on a free loopback port; stop it on exit."""
+    port = free_port()
+    location = ["--data-dir", str(data_dir), "--database-url", database_url]
+    key = openft("keys", "create", "--project", "acme", *location).strip()
+    log = open(data_dir / "server.log", "wb")
+    model_flags = [flag for model in models for flag in ("--model", model)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openft.cli.main", "serve", "--port", str(port), "--no-access-log",
+         *location, *model_flags],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OPENFT_REVALIDATE_AFTER_SECONDS": "1"},
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((data_dir / "server.log").read_text())
+            time.sleep(0.1)
+        yield Server(f"{base_url}/v1", key, database_url, data_dir, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
