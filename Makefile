@@ -20,8 +20,11 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/openft serve
 
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
+	exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -38,6 +38,7 @@ def postgres_template() -> Iterator[str]:
 
 
 def _fresh_database(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Yield the URL of an empty database of `kind`, dropped afterwards."""
     if kind == "sqlite":
         yield sqlite_url(tmp_path)
         return

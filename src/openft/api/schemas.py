@@ -8,16 +8,59 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 from openft.domain.entities import Event, Job, StoredFile
 from openft.services.models import ModelInfo
 
-Auto = Literal["auto"]
-BatchSize = Auto | Annotated[int, Field(ge=1, le=256)]
-LearningRate = Auto | Annotated[float, Field(gt=0)]
-Epochs = Auto | Annotated[int, Field(ge=1, le=50)]
-Beta = Auto | Annotated[float, Field(gt=0, le=2)]
+
+
+def auto_or(kind: type[int] | type[float], description: str, **bounds: float) -> Any:
+    """A hyperparameter: "auto" or a number within `bounds` (Field's ge/gt/le).
+
+    One validator rather than a Union, so an error names the parameter itself
+    (`hyperparameters.n_epochs`), not a union branch, and says what is accepted.
+    """
+    number = TypeAdapter(Annotated[kind, Field(strict=True, **bounds)])  # type: ignore[call-overload]
+
+    def check(value: Any) -> Any:
+        if value == "auto":
+            return value
+        try:
+            return number.validate_python(value)
+        except ValidationError:
+            raise PydanticCustomError(
+                "auto_or_number", f"Input should be 'auto' or {description}"
+            ) from None
+
+    bound_keys = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum"}
+    schema = {
+        "oneOf": [
+            {"type": "string", "enum": ["auto"]},
+            {
+                "type": "integer" if kind is int else "number",
+                **{bound_keys[k]: v for k, v in bounds.items()},
+            },
+        ],
+        "default": "auto",
+    }
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
+
+
+BatchSize = auto_or(int, "an integer from 1 to 256", ge=1, le=256)
+LearningRate = auto_or(float, "a number greater than 0", gt=0)
+Epochs = auto_or(int, "an integer from 1 to 50", ge=1, le=50)
+Beta = auto_or(float, "a number greater than 0 and at most 2", gt=0, le=2)
 MetadataMap = Annotated[
     dict[
         Annotated[str, StringConstraints(max_length=64)],

@@ -1,0 +1,111 @@
+"""The seeds' endpoint: auto-pagination over thousands of events, exact while appending."""
+
+from __future__ import annotations
+
+import threading
+
+import openai
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from openft.domain.entities import EventDraft, EventType
+from openft.services.container import Services
+from tests.acceptance.helpers import queued_job
+
+TOTAL = 2000
+
+
+def fill(backdoor: Services, job_id: str, count: int, batch: int = 250) -> None:
+    for start in range(0, count, batch):
+        backdoor.events.append(
+            job_id,
+            [
+                EventDraft(
+                    f"Step {i}/{count}: training loss={1 / i:.4f}",
+                    type=EventType.METRICS,
+                    data={"step": i, "total_steps": count, "train_loss": 1 / i,
+                          "train_mean_token_accuracy": 0.5},
+                )
+                for i in range(start + 1, min(start + batch, count) + 1)
+            ],
+        )
+
+
+@pytest.fixture(scope="module")
+def big_job(server, backdoor: Services) -> str:  # type: ignore[no-untyped-def]
+    client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+    job = queued_job(client)
+    fill(backdoor, job.id, TOTAL - 3)  # plus created, validating, validated
+    return job.id
+
+
+@pytest.mark.parametrize("limit", [1, None, 1000])
+def test_auto_pagination_is_newest_first_without_gap_or_duplicate(
+    client: OpenAI, big_job: str, limit: int | None
+) -> None:
+    kwargs = {} if limit is None else {"limit": limit}
+    events = list(client.fine_tuning.jobs.list_events(big_job, **kwargs))
+    assert len(events) == TOTAL
+    assert len({e.id for e in events}) == TOTAL
+    steps = [e.data["step"] for e in events if e.type == "metrics"]  # type: ignore[index]
+    assert steps == list(range(TOTAL - 3, 0, -1))
+    assert events[-1].message.startswith("Created fine-tuning job")
+    first = client.fine_tuning.jobs.list_events(big_job, **kwargs)
+    assert len(first.data) == (20 if limit is None else limit) and first.has_more is True
+
+
+def test_paging_stays_exact_while_events_are_appended(
+    client: OpenAI, backdoor: Services
+) -> None:
+    job = queued_job(client)
+    fill(backdoor, job.id, 500)
+    stop = threading.Event()
+
+    def keep_appending() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            backdoor.events.append(job.id, [EventDraft(f"live {n}.{k}") for k in range(5)])
+
+    appender = threading.Thread(target=keep_appending)
+    appender.start()
+    try:
+        first = client.fine_tuning.jobs.list_events(job.id, limit=7)
+        head = first.data[0].id
+        events = list(first)  # later pages run while the appender writes at the head
+    finally:
+        stop.set()
+        appender.join()
+    assert len(events) == len({e.id for e in events})
+    assert events[0].id == head
+    # Everything from the head of the first page back to the oldest event, nothing else.
+    older = [e for e in events if not e.message.startswith("live")]
+    assert len(older) == 503
+    assert [e.data.get("step") for e in older if e.type == "metrics"] == list(range(500, 0, -1))  # type: ignore[union-attr]
+
+
+def test_after_the_oldest_event_is_an_empty_last_page(client: OpenAI, big_job: str) -> None:
+    oldest = client.fine_tuning.jobs.list_events(big_job, limit=1000, after=None)
+    *_, last_page = [oldest, *oldest.iter_pages()]
+    oldest_id = last_page.data[-1].id
+    empty = client.fine_tuning.jobs.list_events(big_job, after=oldest_id)
+    assert empty.data == [] and empty.has_more is False
+
+
+def test_bad_cursors_and_limits(client: OpenAI, big_job: str) -> None:
+    other = queued_job(client)
+    foreign = client.fine_tuning.jobs.list_events(other.id, limit=1).data[0].id
+    for cursor in (foreign, "ftevent-000000000000000000000000", "garbage"):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.fine_tuning.jobs.list_events(big_job, after=cursor)
+        assert raised.value.param == "after" and raised.value.code == "invalid_cursor"
+    assert client.fine_tuning.jobs.list_events(big_job, limit=0).data == []
+    for limit in (-1, 1001):
+        with pytest.raises(openai.UnprocessableEntityError) as unprocessable:
+            client.fine_tuning.jobs.list_events(big_job, limit=limit)
+        assert unprocessable.value.param == "limit"
+
+
+async def test_async_auto_pagination(async_client: AsyncOpenAI, big_job: str) -> None:
+    ids = [e.id async for e in async_client.fine_tuning.jobs.list_events(big_job, limit=300)]
+    assert len(ids) == TOTAL == len(set(ids))
