@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from openft.domain.entities import Principal
@@ -13,7 +14,9 @@ from openft.services.container import Services
 _bearer = HTTPBearer(auto_error=False, description="An openft API key: `openft keys create`.")
 
 
-def get_services(request: Request) -> Services:
+# Both dependencies are async so that a request whose key is cached makes no thread hop
+# before its endpoint; only a key seen for the first time is looked up in a thread.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -21,11 +24,12 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_principal(
+async def current_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return services.keys.authenticate(credentials.credentials if credentials else None)
+    key = credentials.credentials if credentials else None
+    return services.keys.cached(key) or await run_in_threadpool(services.keys.authenticate, key)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -24,7 +24,6 @@ from openft.domain.entities import Event, Job, StoredFile
 from openft.services.models import ModelInfo
 
 
-
 def auto_or(kind: type[int] | type[float], description: str, **bounds: float) -> Any:
     """A hyperparameter: "auto" or a number within `bounds` (Field's ge/gt/le).
 
@@ -120,39 +119,38 @@ class CreateJobRequest(Strict):
 # -- responses ------------------------------------------------------------------
 
 
-class FileObject(BaseModel):
+class OpenAIFile(BaseModel):
     id: str
-    object: Literal["file"] = "file"
+    object: Literal["file"]
     bytes: int
     created_at: int
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
 
 
-class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
+class ListFilesResponse(BaseModel):
+    object: Literal["list"]
+    data: list[OpenAIFile]
     first_id: str | None
     last_id: str | None
     has_more: bool
 
 
-class FileDeleted(BaseModel):
+class DeleteFileResponse(BaseModel):
     id: str
-    object: Literal["file"] = "file"
+    object: Literal["file"]
     deleted: bool
 
 
-class JobErrorObject(BaseModel):
+class FineTuningJobError(BaseModel):
     code: str
     message: str
     param: str | None
 
 
-class JobObject(BaseModel):
-    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+class FineTuningJob(BaseModel):
+    object: Literal["fine_tuning.job"]
     id: str
     model: str
     created_at: int
@@ -167,7 +165,7 @@ class JobObject(BaseModel):
     training_file: str
     hyperparameters: dict[str, Any]
     trained_tokens: int | None
-    error: JobErrorObject | None
+    error: FineTuningJobError | None
     seed: int
     estimated_finish: int | None
     integrations: list[dict[str, Any]]
@@ -176,16 +174,16 @@ class JobObject(BaseModel):
     user_provided_suffix: str | None
 
 
-class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[JobObject]
+class ListPaginatedFineTuningJobsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningJob]
     has_more: bool
 
 
-class EventObject(BaseModel):
+class FineTuningJobEvent(BaseModel):
     """Compatible with OpenAI's FineTuningJobEvent and Nebius' (seed 002)."""
 
-    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    object: Literal["fine_tuning.job.event"]
     id: str
     created_at: int
     level: Literal["info", "warn", "error"]
@@ -194,22 +192,22 @@ class EventObject(BaseModel):
     data: dict[str, Any]
 
 
-class EventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[EventObject]
+class ListFineTuningJobEventsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningJobEvent]
     has_more: bool
 
 
-class ModelObject(BaseModel):
+class Model(BaseModel):
     id: str
-    object: Literal["model"] = "model"
+    object: Literal["model"]
     created: int
     owned_by: str
 
 
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelObject]
+class ListModelsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
 
 
 class Health(BaseModel):
@@ -228,7 +226,6 @@ def file_json(file: StoredFile) -> dict[str, Any]:
         "filename": file.filename,
         "purpose": file.purpose,
         "status": "processed",
-        "status_details": None,
     }
 
 

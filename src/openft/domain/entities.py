@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from openft.domain.ids import event_id
 
@@ -156,8 +156,10 @@ class EventDraft:
     created_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """A stored event. A NamedTuple, not a dataclass: pages build thousands per second
+    and a tuple is several times cheaper to create than a frozen dataclass."""
+
     job_event_key: str
     seq: int
     created_at: int

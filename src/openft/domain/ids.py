@@ -54,11 +54,13 @@ def new_api_key() -> str:
 
 
 def _base62(number: int, width: int) -> str:
-    digits = []
-    for _ in range(width):
+    digits = [ALPHABET[0]] * width
+    position = width
+    while number:
+        position -= 1
         number, digit = divmod(number, len(ALPHABET))
-        digits.append(ALPHABET[digit])
-    return "".join(reversed(digits))
+        digits[position] = ALPHABET[digit]
+    return "".join(digits)
 
 
 def event_id(event_key: str, seq: int) -> str:

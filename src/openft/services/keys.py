@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from collections import OrderedDict
 
 from openft.domain.entities import KeyScope, Principal, Project
 from openft.domain.errors import Unauthenticated
@@ -12,6 +15,10 @@ from openft.store import keys as store
 from openft.store.database import Database
 
 DEFAULT_PROJECT = "default"
+# Verified keys are remembered briefly so a busy client costs one lookup per interval,
+# not one per request; a revoked key stops working within this many seconds.
+CACHE_SECONDS = 10.0
+CACHE_ENTRIES = 10_000
 
 
 def hash_key(key: str) -> str:
@@ -23,9 +30,31 @@ def _redacted(key: str) -> str:
 
 
 class KeyService:
-    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock = system_clock, cache_seconds: float = CACHE_SECONDS
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, key: str | None) -> Principal | None:
+        """The principal of a recently verified key, without touching the database."""
+        if not key:
+            return None
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[0] < time.monotonic():
+                return None
+            return hit[1]
+
+    def _remember(self, key: str, principal: Principal) -> None:
+        with self._lock:
+            self._cache[key] = (time.monotonic() + self._cache_seconds, principal)
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
 
     def create(
         self, project_name: str = DEFAULT_PROJECT, scope: KeyScope = KeyScope.PROJECT
@@ -39,6 +68,10 @@ class KeyService:
         return key, project
 
     def authenticate(self, key: str | None) -> Principal:
+        """The principal of `key`, or `Unauthenticated` with OpenAI's wording."""
+        principal = self.cached(key)
+        if principal is not None:
+            return principal
         if not key:
             raise Unauthenticated(
                 "You didn't provide an API key. You need to provide your API key in an "
@@ -53,4 +86,5 @@ class KeyService:
                 f"Incorrect API key provided: {_redacted(key)}. An administrator creates keys "
                 "with `openft keys create`."
             )
+        self._remember(key, principal)
         return principal

@@ -6,20 +6,38 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from openft.domain.entities import Event, EventDraft, EventLevel, EventType, Page
-from openft.store.pages import keyset_page
+from openft.domain.ids import MAX_EVENT_SEQ
 from openft.store.schema import job_events, jobs
 
-_COLUMNS = (
-    job_events.c.seq,
-    job_events.c.created_at,
-    job_events.c.level,
-    job_events.c.type,
-    job_events.c.message,
-    job_events.c.data,
+# The events page is the hottest read in openft, so its statements are built once here
+# rather than per call: building and keying a fresh select() costs several times more
+# than SQLite takes to run it. The page is a keyset read (as in store/pages.py) with the
+# cursor always bound (MAX_EVENT_SEQ + 1 for the head), so one statement serves all.
+_PAGE = (
+    select(
+        job_events.c.seq,
+        job_events.c.created_at,
+        job_events.c.level,
+        job_events.c.type,
+        job_events.c.message,
+        job_events.c.data,
+    )
+    .where(job_events.c.job_pk == bindparam("job_pk"), job_events.c.seq < bindparam("before"))
+    .order_by(job_events.c.seq.desc())
+    .limit(bindparam("fetch"))
 )
+_RESERVE = (
+    update(jobs)
+    .where(jobs.c.pk == bindparam("job_pk"))
+    .values(last_event_seq=jobs.c.last_event_seq + bindparam("count"))
+    .returning(jobs.c.last_event_seq, jobs.c.event_key)
+)
+_INSERT = insert(job_events)
+_LEVELS = {level.value: level for level in EventLevel}
+_TYPES = {kind.value: kind for kind in EventType}
 
 
 def _encode(data: dict[str, Any]) -> str | None:
@@ -34,12 +52,7 @@ def append_events(
     appenders to one job never collide and every reader sees a gap-free sequence."""
     if not drafts:
         return []
-    last, event_key = conn.execute(
-        update(jobs)
-        .where(jobs.c.pk == job_pk)
-        .values(last_event_seq=jobs.c.last_event_seq + len(drafts))
-        .returning(jobs.c.last_event_seq, jobs.c.event_key)
-    ).one()
+    last, event_key = conn.execute(_RESERVE, {"job_pk": job_pk, "count": len(drafts)}).one()
     first = last - len(drafts) + 1
     events = [
         Event(
@@ -54,7 +67,7 @@ def append_events(
         for offset, draft in enumerate(drafts)
     ]
     conn.execute(
-        insert(job_events),
+        _INSERT,
         [
             {
                 "job_pk": job_pk,
@@ -71,26 +84,24 @@ def append_events(
     return events
 
 
-def event_exists(conn: Connection, job_pk: int, seq: int) -> bool:
-    query = select(job_events.c.seq).where(job_events.c.job_pk == job_pk, job_events.c.seq == seq)
-    return conn.execute(query).first() is not None
-
-
 def list_events(
     conn: Connection, job_pk: int, event_key: str, *, before_seq: int | None, limit: int
 ) -> Page[Event]:
-    """Newest first; with `before_seq`, only the events strictly older than it."""
+    """Newest first; with `before_seq`, only the events strictly older than it.
 
-    def convert(row: Any) -> Event:
-        return Event(
+    One extra row is fetched to tell, exactly, whether more remain."""
+    before = MAX_EVENT_SEQ + 1 if before_seq is None else before_seq
+    rows = conn.execute(_PAGE, {"job_pk": job_pk, "before": before, "fetch": limit + 1}).all()
+    events = [
+        Event(
             event_key,
             row.seq,
             row.created_at,
-            EventLevel(row.level),
-            EventType(row.type),
+            _LEVELS[row.level],
+            _TYPES[row.type],
             row.message,
             json.loads(row.data) if row.data else {},
         )
-
-    query = select(*_COLUMNS).where(job_events.c.job_pk == job_pk)
-    return keyset_page(conn, query, job_events.c.seq, before_seq, limit, True, convert)
+        for row in rows[:limit]
+    ]
+    return Page(events, has_more=len(rows) > limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from openft.domain.entities import (
     Hyperparameters,
@@ -85,12 +85,18 @@ class JobRef(NamedTuple):
     last_event_seq: int
 
 
+# Built once: every events page starts with this lookup (see store/events.py).
+_REF = select(jobs.c.pk, jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id).where(
+    jobs.c.id == bindparam("job_id")
+)
+
+
 def job_ref(conn: Connection, job_id: str, project_id: str | None = None) -> JobRef | None:
-    query = select(jobs.c.pk, jobs.c.event_key, jobs.c.last_event_seq).where(jobs.c.id == job_id)
-    if project_id is not None:
-        query = query.where(jobs.c.project_id == project_id)
-    row = conn.execute(query).one_or_none()
-    return None if row is None else JobRef(row.pk, row.event_key, row.last_event_seq)
+    """The job's event-log reference; None if unknown or (with `project_id`) not the project's."""
+    row = conn.execute(_REF, {"job_id": job_id}).one_or_none()
+    if row is None or (project_id is not None and row.project_id != project_id):
+        return None
+    return JobRef(row.pk, row.event_key, row.last_event_seq)
 
 
 def list_jobs(

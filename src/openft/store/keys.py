@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from openft.domain.entities import KeyScope, Principal, Project
 from openft.domain.ids import new_project_id
@@ -26,10 +26,11 @@ def insert_key(conn: Connection, key_hash: str, project_id: str, scope: KeyScope
     )
 
 
+_FIND = select(api_keys.c.project_id, api_keys.c.scope).where(
+    api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
+
+
 def find_principal(conn: Connection, key_hash: str) -> Principal | None:
-    row = conn.execute(
-        select(api_keys.c.project_id, api_keys.c.scope).where(
-            api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
-        )
-    ).one_or_none()
+    row = conn.execute(_FIND, {"key_hash": key_hash}).one_or_none()
     return None if row is None else Principal(row.project_id, KeyScope(row.scope))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -11,7 +11,9 @@ from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
-from openft.api.schemas import FileDeleted, FileList, FileObject, file_json
+from openft.api.offload import read
+from openft.api.responses import JSON
+from openft.api.schemas import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json
 from openft.domain.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -41,10 +43,8 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-@router.post("", response_model=FileObject, operation_id="createFile", openapi_extra=_UPLOAD_BODY)
-async def create_file(
-    request: Request, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
+@router.post("", response_model=OpenAIFile, operation_id="createFile", openapi_extra=_UPLOAD_BODY)
+async def create_file(request: Request, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     # The body is parsed here, not by FastAPI, so an oversized upload is refused from
     # its Content-Length before a byte of it is read.
     declared = request.headers.get("content-length")
@@ -65,42 +65,50 @@ async def create_file(
             purpose,
             _chunks(upload.file),
         )
-    return file_json(record)
+    return JSON(file_json(record))
 
 
-@router.get("", response_model=FileList, operation_id="listFiles")
-def list_files(
+@router.get("", response_model=ListFilesResponse, operation_id="listFiles")
+async def list_files(
     services: ServicesDep,
     principal: CurrentPrincipal,
     purpose: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
-) -> dict[str, Any]:
-    page = services.files.list(
-        principal, purpose=purpose, after=after, limit=limit, newest_first=order == "desc"
+) -> JSON:
+    page = await read(
+        services,
+        services.files.list,
+        principal,
+        purpose=purpose,
+        after=after,
+        limit=limit,
+        newest_first=order == "desc",
     )
     data = [file_json(f) for f in page.items]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": page.has_more,
-    }
+    return JSON(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
+    )
 
 
-@router.get("/{file_id}", response_model=FileObject, operation_id="retrieveFile")
-def retrieve_file(
+@router.get("/{file_id}", response_model=OpenAIFile, operation_id="retrieveFile")
+async def retrieve_file(
     file_id: str, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return file_json(services.files.get(principal, file_id))
+) -> JSON:
+    return JSON(file_json(await read(services, services.files.get, principal, file_id)))
 
 
-@router.delete("/{file_id}", response_model=FileDeleted, operation_id="deleteFile")
-def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> dict[str, Any]:
+@router.delete("/{file_id}", response_model=DeleteFileResponse, operation_id="deleteFile")
+def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     services.files.delete(principal, file_id)
-    return {"id": file_id, "object": "file", "deleted": True}
+    return JSON({"id": file_id, "object": "file", "deleted": True})
 
 
 @router.get(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
-from fastapi.responses import JSONResponse
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.offload import read
+from openft.api.responses import JSON
 from openft.api.schemas import (
     CreateJobRequest,
-    EventList,
-    JobList,
-    JobObject,
+    FineTuningJob,
+    ListFineTuningJobEventsResponse,
+    ListPaginatedFineTuningJobsResponse,
     event_json,
     job_json,
 )
@@ -47,13 +48,13 @@ def _metadata_filter(request: Request) -> MetadataFilter | bool:
     return None
 
 
-@router.post("", response_model=JobObject, operation_id="createFineTuningJob")
+@router.post("", response_model=FineTuningJob, operation_id="createFineTuningJob")
 def create_job(
     body: CreateJobRequest,
     background: BackgroundTasks,
     services: ServicesDep,
     principal: CurrentPrincipal,
-) -> dict[str, Any]:
+) -> JSON:
     job = services.jobs.create(
         principal,
         NewJob(
@@ -71,12 +72,12 @@ def create_job(
     # Files are validated after the answer, as OpenAI does: the job is `validating_files`
     # now, and moves to `queued` (or `failed`) moments later.
     background.add_task(services.jobs.validate, job.id)
-    return job_json(job)
+    return JSON(job_json(job), background=background)
 
 
 @router.get(
     "",
-    response_model=JobList,
+    response_model=ListPaginatedFineTuningJobsResponse,
     operation_id="listPaginatedFineTuningJobs",
     openapi_extra={
         "parameters": [
@@ -92,61 +93,66 @@ def create_job(
         ]
     },
 )
-def list_jobs(
+async def list_jobs(
     request: Request,
     services: ServicesDep,
     principal: CurrentPrincipal,
     after: str | None = None,
     limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-) -> dict[str, Any]:
-    page = services.jobs.list(
-        principal, after=after, limit=limit, metadata=_metadata_filter(request)
+) -> JSON:
+    metadata = _metadata_filter(request)
+    page = await read(
+        services, services.jobs.list, principal, after=after, limit=limit, metadata=metadata
     )
-    return {"object": "list", "data": [job_json(j) for j in page.items], "has_more": page.has_more}
+    return JSON(
+        {"object": "list", "data": [job_json(j) for j in page.items], "has_more": page.has_more}
+    )
 
 
-@router.get("/{fine_tuning_job_id}", response_model=JobObject, operation_id="retrieveFineTuningJob")
-def retrieve_job(
+@router.get(
+    "/{fine_tuning_job_id}", response_model=FineTuningJob, operation_id="retrieveFineTuningJob"
+)
+async def retrieve_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return job_json(services.jobs.get(principal, fine_tuning_job_id))
+) -> JSON:
+    return JSON(job_json(await read(services, services.jobs.get, principal, fine_tuning_job_id)))
 
 
 @router.post(
-    "/{fine_tuning_job_id}/cancel", response_model=JobObject, operation_id="cancelFineTuningJob"
+    "/{fine_tuning_job_id}/cancel", response_model=FineTuningJob, operation_id="cancelFineTuningJob"
 )
 def cancel_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return job_json(services.jobs.cancel(principal, fine_tuning_job_id))
+) -> JSON:
+    return JSON(job_json(services.jobs.cancel(principal, fine_tuning_job_id)))
 
 
 @router.post(
-    "/{fine_tuning_job_id}/pause", response_model=JobObject, operation_id="pauseFineTuningJob"
+    "/{fine_tuning_job_id}/pause", response_model=FineTuningJob, operation_id="pauseFineTuningJob"
 )
 def pause_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return job_json(services.jobs.pause(principal, fine_tuning_job_id))
+) -> JSON:
+    return JSON(job_json(services.jobs.pause(principal, fine_tuning_job_id)))
 
 
 @router.post(
-    "/{fine_tuning_job_id}/resume", response_model=JobObject, operation_id="resumeFineTuningJob"
+    "/{fine_tuning_job_id}/resume", response_model=FineTuningJob, operation_id="resumeFineTuningJob"
 )
 def resume_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return job_json(services.jobs.resume(principal, fine_tuning_job_id))
+) -> JSON:
+    return JSON(job_json(services.jobs.resume(principal, fine_tuning_job_id)))
 
 
 @router.get(
     "/{fine_tuning_job_id}/events",
-    response_model=EventList,
+    response_model=ListFineTuningJobEventsResponse,
     operation_id="listFineTuningEvents",
     summary="List fine-tuning events",
     description="Get status updates for a fine-tuning job.",
 )
-def list_events(
+async def list_events(
     fine_tuning_job_id: Annotated[
         str, Path(description="The ID of the fine-tuning job to get events for.")
     ],
@@ -159,13 +165,15 @@ def list_events(
     limit: Annotated[
         int | None, Query(ge=0, le=MAX_LIMIT, description="Number of events to retrieve.")
     ] = None,
-) -> JSONResponse:
-    page = services.events.list(
+) -> JSON:
+    page = await read(
+        services,
+        services.events.list,
         principal,
         fine_tuning_job_id,
         after=after,
         limit=DEFAULT_LIMIT if limit is None else limit,
     )
-    return JSONResponse(
+    return JSON(
         {"object": "list", "data": [event_json(e) for e in page.items], "has_more": page.has_more}
     )

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
-from openft.api.schemas import ModelList, ModelObject, model_json
+from openft.api.offload import read
+from openft.api.responses import JSON
+from openft.api.schemas import ListModelsResponse, Model, model_json
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("", response_model=ModelList, operation_id="listModels")
-def list_models(services: ServicesDep, principal: CurrentPrincipal) -> dict[str, Any]:
-    models = services.models.list(principal.project_id)
-    return {"object": "list", "data": [model_json(m) for m in models]}
+@router.get("", response_model=ListModelsResponse, operation_id="listModels")
+async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> JSON:
+    models = await read(services, services.models.list, principal.project_id)
+    return JSON({"object": "list", "data": [model_json(m) for m in models]})
 
 
-@router.get("/{model:path}", response_model=ModelObject, operation_id="retrieveModel")
-def retrieve_model(
+@router.get("/{model:path}", response_model=Model, operation_id="retrieveModel")
+async def retrieve_model(
     model: str, services: ServicesDep, principal: CurrentPrincipal
-) -> dict[str, Any]:
-    return model_json(services.models.retrieve(principal.project_id, model))
+) -> JSON:
+    found = await read(services, services.models.retrieve, principal.project_id, model)
+    return JSON(model_json(found))
