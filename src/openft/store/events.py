@@ -36,6 +36,7 @@ _RESERVE = (
     .returning(jobs.c.last_event_seq, jobs.c.event_key)
 )
 _INSERT = insert(job_events)
+_INSERT_COLUMNS = ("job_pk", "seq", "created_at", "level", "type", "message", "data")
 _LEVELS = {level.value: level for level in EventLevel}
 _TYPES = {kind.value: kind for kind in EventType}
 
@@ -66,22 +67,34 @@ def append_events(
         )
         for offset, draft in enumerate(drafts)
     ]
-    conn.execute(
-        _INSERT,
-        [
-            {
-                "job_pk": job_pk,
-                "seq": event.seq,
-                "created_at": event.created_at,
-                "level": event.level.value,
-                "type": event.type.value,
-                "message": event.message,
-                "data": _encode(event.data),
-            }
-            for event in events
-        ],
-    )
+    rows = [
+        (
+            job_pk,
+            event.seq,
+            event.created_at,
+            event.level.value,
+            event.type.value,
+            event.message,
+            _encode(event.data),
+        )
+        for event in events
+    ]
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn, rows)
+    else:
+        conn.execute(_INSERT, [dict(zip(_INSERT_COLUMNS, row, strict=True)) for row in rows])
     return events
+
+
+def _copy_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL's COPY: more than twice the rate of a multi-row INSERT for a batch."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    columns = ", ".join(_INSERT_COLUMNS)
+    with driver.cursor() as cursor:
+        with cursor.copy(f"COPY {job_events.name} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def list_events(
