@@ -28,7 +28,9 @@ def postgres_template() -> Iterator[str]:
     """A migrated database that each test's fresh database is copied from."""
     admin = postgres_admin_url()
     if admin is None:
-        pytest.skip("PostgreSQL tests need OPENFT_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "PostgreSQL tests need OPENFT_TEST_POSTGRES_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
     url = create_postgres_database(admin)
     engine = make_admin_engine(url)
     upgrade(engine)

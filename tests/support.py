@@ -26,7 +26,9 @@ def postgres_admin_url() -> str | None:
 
 
 def _admin_engine(url: str):  # type: ignore[no-untyped-def]
-    return create_engine(make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    return create_engine(
+        make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
 
 
 def create_postgres_database(admin_url: str, template: str | None = None) -> str:
@@ -37,8 +39,10 @@ def create_postgres_database(admin_url: str, template: str | None = None) -> str
         clause = f" TEMPLATE {template}" if template else ""
         conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
     engine.dispose()
-    return make_url(admin_url).set(drivername="postgresql+psycopg", database=name).render_as_string(
-        hide_password=False
+    return (
+        make_url(admin_url)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
     )
 
 
@@ -126,8 +130,17 @@ def running_server(database_url: str, data_dir: Path, *models: str) -> Iterator[
     log = open(data_dir / "server.log", "wb")
     model_flags = [flag for model in models for flag in ("--model", model)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "openft.cli.main", "serve", "--port", str(port), "--no-access-log",
-         *location, *model_flags],
+        [
+            sys.executable,
+            "-m",
+            "openft.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--no-access-log",
+            *location,
+            *model_flags,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "OPENFT_REVALIDATE_AFTER_SECONDS": "1"},

@@ -16,7 +16,9 @@ from tests.support import Server, running_server
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp(f"server-{request.param}")
     for url in _fresh_database(request.param, data_dir, request):
         with running_server(url, data_dir, "tiny=/nonexistent/tiny-model") as running:
@@ -37,7 +39,9 @@ def async_client(server: Server) -> AsyncOpenAI:
 def backdoor(server: Server) -> Iterator[Services]:
     """The service layer over the server's own database: how tests append events the way
     a worker will, without going through HTTP."""
-    services = build_services(Settings(data_dir=server.data_dir, database_url=server.database_url), [])
+    services = build_services(
+        Settings(data_dir=server.data_dir, database_url=server.database_url), []
+    )
     yield services
     services.close()
 

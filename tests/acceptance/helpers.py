@@ -14,7 +14,9 @@ def upload_chat(client: OpenAI, n: int = 12) -> str:
     return client.files.create(file=("train.jsonl", chat_file(n)), purpose="fine-tune").id
 
 
-def wait_for_status(client: OpenAI, job_id: str, *statuses: str, timeout: float = 15) -> FineTuningJob:
+def wait_for_status(
+    client: OpenAI, job_id: str, *statuses: str, timeout: float = 15
+) -> FineTuningJob:
     deadline = time.monotonic() + timeout
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)

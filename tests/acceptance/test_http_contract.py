@@ -22,8 +22,12 @@ CONTRACT = Path(__file__).parent.parent / "contract"
 @cache
 def validator(document: str, schema: str) -> Draft202012Validator:
     spec = yaml.safe_load((CONTRACT / document).read_text())
-    registry = Registry().with_resource("urn:spec", Resource.from_contents(spec, default_specification=_DRAFT))
-    return Draft202012Validator({"$ref": f"urn:spec#/components/schemas/{schema}"}, registry=registry)
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(spec, default_specification=_DRAFT)
+    )
+    return Draft202012Validator(
+        {"$ref": f"urn:spec#/components/schemas/{schema}"}, registry=registry
+    )
 
 
 from referencing.jsonschema import DRAFT202012 as _DRAFT  # noqa: E402
@@ -53,7 +57,10 @@ def test_missing_and_wrong_keys(server: Server) -> None:
     error = assert_envelope(bare.get("/fine_tuning/jobs"), 401)
     assert error["message"].startswith("You didn't provide an API key")
     error = assert_envelope(bare.get("/files", headers={"Authorization": "Bearer nope"}), 401)
-    assert error["message"].startswith("Incorrect API key provided") and error["code"] == "invalid_api_key"
+    assert (
+        error["message"].startswith("Incorrect API key provided")
+        and error["code"] == "invalid_api_key"
+    )
     assert httpx.get(server.base_url.removesuffix("/v1") + "/healthz").json() == {"status": "ok"}
 
 
@@ -61,7 +68,12 @@ def test_every_error_has_the_envelope_and_a_request_id(http: httpx.Client) -> No
     assert_envelope(http.get("/fine_tuning/jobs/ftjob-x"), 404)
     assert_envelope(http.get("/files/file-x/content"), 404)
     assert_envelope(http.get("/no/such/route"), 404)
-    assert_envelope(http.post("/fine_tuning/jobs", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    assert_envelope(
+        http.post(
+            "/fine_tuning/jobs", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        422,
+    )
     assert_envelope(http.delete("/fine_tuning/jobs"), 405)
     response = http.get("/fine_tuning/jobs", headers={"x-request-id": "trace-123"})
     assert response.headers["x-request-id"] == "trace-123"
@@ -80,21 +92,43 @@ def test_422_carries_openai_error_and_fastapi_detail(http: httpx.Client) -> None
     assert assert_envelope(missing, 422)["code"] == "missing_required_parameter"
 
 
-def test_bodies_validate_against_openai_and_nebius_schemas(server: Server, http: httpx.Client) -> None:
+def test_bodies_validate_against_openai_and_nebius_schemas(
+    server: Server, http: httpx.Client
+) -> None:
     from openai import OpenAI
 
     client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
     job = queued_job(client, metadata={"k": "v"})
-    failed = client.fine_tuning.jobs.create(model="tiny", training_file=job.training_file, method={"type": "dpo"})
+    failed = client.fine_tuning.jobs.create(
+        model="tiny", training_file=job.training_file, method={"type": "dpo"}
+    )
 
-    upload = http.post("/files", files={"file": ("t.jsonl", chat_file(12))}, data={"purpose": "fine-tune"})
+    upload = http.post(
+        "/files", files={"file": ("t.jsonl", chat_file(12))}, data={"purpose": "fine-tune"}
+    )
     assert_valid("openai-fine-tuning.yaml", "OpenAIFile", upload.json())
     assert_valid("openai-fine-tuning.yaml", "ListFilesResponse", http.get("/files").json())
-    assert_valid("openai-fine-tuning.yaml", "DeleteFileResponse", http.delete(f"/files/{upload.json()['id']}").json())
+    assert_valid(
+        "openai-fine-tuning.yaml",
+        "DeleteFileResponse",
+        http.delete(f"/files/{upload.json()['id']}").json(),
+    )
     for job_id in (job.id, failed.id):
-        assert_valid("openai-fine-tuning.yaml", "FineTuningJob", http.get(f"/fine_tuning/jobs/{job_id}").json())
-    assert_valid("openai-fine-tuning.yaml", "FineTuningJob", http.post(f"/fine_tuning/jobs/{job.id}/cancel").json())
-    assert_valid("openai-fine-tuning.yaml", "ListPaginatedFineTuningJobsResponse", http.get("/fine_tuning/jobs").json())
+        assert_valid(
+            "openai-fine-tuning.yaml",
+            "FineTuningJob",
+            http.get(f"/fine_tuning/jobs/{job_id}").json(),
+        )
+    assert_valid(
+        "openai-fine-tuning.yaml",
+        "FineTuningJob",
+        http.post(f"/fine_tuning/jobs/{job.id}/cancel").json(),
+    )
+    assert_valid(
+        "openai-fine-tuning.yaml",
+        "ListPaginatedFineTuningJobsResponse",
+        http.get("/fine_tuning/jobs").json(),
+    )
     events = http.get(f"/fine_tuning/jobs/{failed.id}/events", params={"limit": 100}).json()
     assert_valid("openai-fine-tuning.yaml", "ListFineTuningJobEventsResponse", events)
     assert_valid("nebius-events.yaml", "ListEventsResponse", events)
@@ -107,15 +141,28 @@ def test_openapi_documents_every_operation_and_the_nebius_events_parameters(serv
     spec = httpx.get(server.base_url.removesuffix("/v1") + "/openapi.json").json()
     operations = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
     assert {
-        "createFile", "listFiles", "retrieveFile", "deleteFile", "downloadFile",
-        "createFineTuningJob", "listPaginatedFineTuningJobs", "retrieveFineTuningJob",
-        "cancelFineTuningJob", "pauseFineTuningJob", "resumeFineTuningJob",
-        "listFineTuningEvents", "listModels", "retrieveModel",
+        "createFile",
+        "listFiles",
+        "retrieveFile",
+        "deleteFile",
+        "downloadFile",
+        "createFineTuningJob",
+        "listPaginatedFineTuningJobs",
+        "retrieveFineTuningJob",
+        "cancelFineTuningJob",
+        "pauseFineTuningJob",
+        "resumeFineTuningJob",
+        "listFineTuningEvents",
+        "listModels",
+        "retrieveModel",
     } <= operations
     events = spec["paths"]["/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"]["get"]
     params = {p["name"]: p for p in events["parameters"]}
     nebius = yaml.safe_load((CONTRACT / "nebius-events.yaml").read_text())
-    nebius_params = {p["name"]: p for p in nebius["paths"]["/v1/fine_tuning/jobs/{job_id}/events"]["get"]["parameters"]}
+    nebius_params = {
+        p["name"]: p
+        for p in nebius["paths"]["/v1/fine_tuning/jobs/{job_id}/events"]["get"]["parameters"]
+    }
     for name in ("after", "limit"):
         assert not params[name]["required"] and not nebius_params[name]["required"]
         ours = {s.get("type") for s in params[name]["schema"]["anyOf"]}
@@ -124,4 +171,6 @@ def test_openapi_documents_every_operation_and_the_nebius_events_parameters(serv
     assert set(events["responses"]) >= {"200", "422"}
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     event_schema = spec["components"]["schemas"]["FineTuningJobEvent"]
-    assert set(event_schema["required"]) >= set(nebius["components"]["schemas"]["FineTuningJobEvent"]["required"])
+    assert set(event_schema["required"]) >= set(
+        nebius["components"]["schemas"]["FineTuningJobEvent"]["required"]
+    )

@@ -23,8 +23,12 @@ def fill(backdoor: Services, job_id: str, count: int, batch: int = 250) -> None:
                 EventDraft(
                     f"Step {i}/{count}: training loss={1 / i:.4f}",
                     type=EventType.METRICS,
-                    data={"step": i, "total_steps": count, "train_loss": 1 / i,
-                          "train_mean_token_accuracy": 0.5},
+                    data={
+                        "step": i,
+                        "total_steps": count,
+                        "train_loss": 1 / i,
+                        "train_mean_token_accuracy": 0.5,
+                    },
                 )
                 for i in range(start + 1, min(start + batch, count) + 1)
             ],
@@ -54,9 +58,7 @@ def test_auto_pagination_is_newest_first_without_gap_or_duplicate(
     assert len(first.data) == (20 if limit is None else limit) and first.has_more is True
 
 
-def test_paging_stays_exact_while_events_are_appended(
-    client: OpenAI, backdoor: Services
-) -> None:
+def test_paging_stays_exact_while_events_are_appended(client: OpenAI, backdoor: Services) -> None:
     job = queued_job(client)
     fill(backdoor, job.id, 500)
     stop = threading.Event()

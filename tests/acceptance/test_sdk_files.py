@@ -13,7 +13,11 @@ def test_upload_list_retrieve_download_delete(client: OpenAI) -> None:
     data = chat_file(12)
     created = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
     assert created.id.startswith("file-") and created.bytes == len(data)
-    assert (created.filename, created.purpose, created.object) == ("train.jsonl", "fine-tune", "file")
+    assert (created.filename, created.purpose, created.object) == (
+        "train.jsonl",
+        "fine-tune",
+        "file",
+    )
     assert client.files.retrieve(created.id) == created
     assert created.id in [f.id for f in client.files.list(purpose="fine-tune")]
     assert client.files.content(created.id).read() == data
@@ -24,7 +28,10 @@ def test_upload_list_retrieve_download_delete(client: OpenAI) -> None:
 
 
 def test_list_pages_with_after_and_order(client: OpenAI) -> None:
-    ids = [client.files.create(file=(f"p{i}.jsonl", preference_file(2)), purpose="fine-tune").id for i in range(3)]
+    ids = [
+        client.files.create(file=(f"p{i}.jsonl", preference_file(2)), purpose="fine-tune").id
+        for i in range(3)
+    ]
     asc = [f.id for f in client.files.list(order="asc", limit=1)]  # auto-pagination, one per page
     assert [i for i in asc if i in ids] == ids
     page = client.files.list(order="desc", limit=2)

@@ -13,7 +13,11 @@ from tests.support import Server, preference_file
 def test_create_validates_then_queues_with_openai_events(client: OpenAI) -> None:
     train, valid = upload_chat(client), upload_chat(client, 2)
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=train, validation_file=valid, suffix="my-model", seed=7,
+        model="tiny",
+        training_file=train,
+        validation_file=valid,
+        suffix="my-model",
+        seed=7,
         metadata={"team": "search"},
     )
     assert job.status == "validating_files" and job.object == "fine_tuning.job"
@@ -44,7 +48,8 @@ def test_a_bad_training_file_fails_the_job_with_a_clear_error(client: OpenAI) ->
 def test_dpo_job_with_beta_is_queued(client: OpenAI) -> None:
     train = client.files.create(file=("pref.jsonl", preference_file(12)), purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(
-        model="tiny", training_file=train,
+        model="tiny",
+        training_file=train,
         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3, "n_epochs": 2}}},
     )
     assert job.method is not None and job.method.dpo is not None
@@ -96,14 +101,20 @@ def test_bad_create_requests_are_refused_and_create_nothing(client: OpenAI) -> N
         client.fine_tuning.jobs.create(model="tiny", training_file="file-nope")
     assert raised.value.param == "training_file"
     with pytest.raises(openai.UnprocessableEntityError) as unprocessable:
-        client.fine_tuning.jobs.create(model="tiny", training_file=train, hyperparameters={"n_epochs": 0})
+        client.fine_tuning.jobs.create(
+            model="tiny", training_file=train, hyperparameters={"n_epochs": 0}
+        )
     assert unprocessable.value.param == "hyperparameters.n_epochs"
     with pytest.raises(openai.UnprocessableEntityError, match="Unrecognized request argument"):
-        client.fine_tuning.jobs.create(model="tiny", training_file=train, extra_body={"colour": "blue"})
+        client.fine_tuning.jobs.create(
+            model="tiny", training_file=train, extra_body={"colour": "blue"}
+        )
     with pytest.raises(openai.UnprocessableEntityError):
         client.fine_tuning.jobs.create(model="tiny", training_file=train, suffix="has:colon")
     with pytest.raises(openai.BadRequestError, match="not supported"):
-        client.fine_tuning.jobs.create(model="tiny", training_file=train, method={"type": "reinforcement"})
+        client.fine_tuning.jobs.create(
+            model="tiny", training_file=train, method={"type": "reinforcement"}
+        )
     assert [j.id for j in client.fine_tuning.jobs.list(limit=100)] == before
 
 
@@ -140,8 +151,12 @@ def test_models_list_and_retrieve(client: OpenAI) -> None:
 
 
 async def test_async_client_lifecycle(async_client: AsyncOpenAI) -> None:
-    upload = await async_client.files.create(file=("t.jsonl", preference_file(12)), purpose="fine-tune")
-    job = await async_client.fine_tuning.jobs.create(model="tiny", training_file=upload.id, method={"type": "dpo"})
+    upload = await async_client.files.create(
+        file=("t.jsonl", preference_file(12)), purpose="fine-tune"
+    )
+    job = await async_client.fine_tuning.jobs.create(
+        model="tiny", training_file=upload.id, method={"type": "dpo"}
+    )
     events = [e.message async for e in async_client.fine_tuning.jobs.list_events(job.id)]
     assert events[-1] == f"Created fine-tuning job: {job.id}"
     assert (await async_client.fine_tuning.jobs.retrieve(job.id)).id == job.id

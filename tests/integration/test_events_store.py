@@ -31,14 +31,18 @@ def page_all(services: Services, principal: Principal, job_id: str, limit: int) 
         after = page.items[-1].id
 
 
-def test_append_assigns_gap_free_sequences_and_keeps_data(services: Services, principal: Principal) -> None:
+def test_append_assigns_gap_free_sequences_and_keeps_data(
+    services: Services, principal: Principal
+) -> None:
     job_id = make_job(services, principal)
     metrics = EventDraft(
         "Step 1/10: training loss=1.50",
         type=EventType.METRICS,
         data={"step": 1, "total_steps": 10, "train_loss": 1.5, "train_mean_token_accuracy": 0.25},
     )
-    appended = services.events.append(job_id, [metrics, EventDraft("warned", level=EventLevel.WARN)])
+    appended = services.events.append(
+        job_id, [metrics, EventDraft("warned", level=EventLevel.WARN)]
+    )
     assert [e.seq for e in appended] == [3, 4]  # created + validating came first
     page = services.events.list(principal, job_id, limit=2)
     assert [e.message for e in page.items] == ["warned", "Step 1/10: training loss=1.50"]
@@ -47,7 +51,9 @@ def test_append_assigns_gap_free_sequences_and_keeps_data(services: Services, pr
     assert page.has_more
 
 
-def test_paging_with_a_cursor_is_exact_and_ends_empty(services: Services, principal: Principal) -> None:
+def test_paging_with_a_cursor_is_exact_and_ends_empty(
+    services: Services, principal: Principal
+) -> None:
     job_id = make_job(services, principal)
     services.events.append(job_id, [EventDraft(f"e{i}") for i in range(48)])
     everything = services.events.list(principal, job_id, limit=1000).items
@@ -60,7 +66,9 @@ def test_paging_with_a_cursor_is_exact_and_ends_empty(services: Services, princi
     assert zero.items == [] and zero.has_more is True
 
 
-def test_cursors_of_other_jobs_and_unknown_ids_are_refused(services: Services, principal: Principal) -> None:
+def test_cursors_of_other_jobs_and_unknown_ids_are_refused(
+    services: Services, principal: Principal
+) -> None:
     first, second = make_job(services, principal), make_job(services, principal)
     other_cursor = services.events.list(principal, second, limit=1).items[0].id
     for bad in [other_cursor, "ftevent-unknown", "nonsense", other_cursor[:-8] + "zzzzzzzz"]:
@@ -76,7 +84,9 @@ def test_concurrent_appenders_never_collide(services: Services, principal: Princ
 
     def append(worker: int) -> None:
         for batch in range(10):
-            services.events.append(job_id, [EventDraft(f"w{worker} b{batch} e{i}") for i in range(5)])
+            services.events.append(
+                job_id, [EventDraft(f"w{worker} b{batch} e{i}") for i in range(5)]
+            )
 
     threads = [threading.Thread(target=append, args=(n,)) for n in range(4)]
     for thread in threads:
@@ -88,9 +98,15 @@ def test_concurrent_appenders_never_collide(services: Services, principal: Princ
     assert len({e.message for e in events}) == 202
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.integers(min_value=1, max_value=40), max_size=6), limit=st.integers(1, 30))
-def test_paging_invariants(services: Services, principal: Principal, batches: list[int], limit: int) -> None:
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.integers(min_value=1, max_value=40), max_size=6), limit=st.integers(1, 30)
+)
+def test_paging_invariants(
+    services: Services, principal: Principal, batches: list[int], limit: int
+) -> None:
     """Any sequence of batches, any page size: newest first, no gap, no duplicate,
     every page but the last full, and has_more false exactly on the last."""
     job_id = make_job(services, principal)

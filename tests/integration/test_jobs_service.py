@@ -24,8 +24,13 @@ def messages(services: Services, principal: Principal, job_id: str) -> list[str]
 
 
 def test_a_valid_job_is_validated_and_queued(services: Services, principal: Principal) -> None:
-    train, valid = upload(services, principal, chat_file(12)), upload(services, principal, chat_file(3))
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train, validation_file=valid))
+    train, valid = (
+        upload(services, principal, chat_file(12)),
+        upload(services, principal, chat_file(3)),
+    )
+    job = services.jobs.create(
+        principal, NewJob(model="tiny", training_file=train, validation_file=valid)
+    )
     assert job.status is JobStatus.VALIDATING_FILES
     queued = services.jobs.validate(job.id)
     assert queued is not None and queued.status is JobStatus.QUEUED
@@ -41,7 +46,9 @@ def test_a_file_in_the_wrong_format_fails_the_job_naming_file_and_line(
     services: Services, principal: Principal
 ) -> None:
     train = upload(services, principal, chat_file(12))
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train, method={"type": "dpo"}))
+    job = services.jobs.create(
+        principal, NewJob(model="tiny", training_file=train, method={"type": "dpo"})
+    )
     failed = services.jobs.validate(job.id)
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.param == "training_file"
@@ -62,7 +69,12 @@ def test_too_few_examples_fail_validation(services: Services, principal: Princip
 def test_dpo_on_preference_data_is_queued(services: Services, principal: Principal) -> None:
     train = upload(services, principal, preference_file(12))
     job = services.jobs.create(
-        principal, NewJob(model="tiny", training_file=train, method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+        principal,
+        NewJob(
+            model="tiny",
+            training_file=train,
+            method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}},
+        ),
     )
     assert job.method.hyperparameters.beta == 0.1
     assert services.jobs.validate(job.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
@@ -73,7 +85,10 @@ def test_dpo_on_preference_data_is_queued(services: Services, principal: Princip
     [
         (NewJob(model="gpt-4o", training_file="X"), "model"),
         (NewJob(model="tiny", training_file="file-missing"), "training_file"),
-        (NewJob(model="tiny", training_file="X", validation_file="file-missing"), "validation_file"),
+        (
+            NewJob(model="tiny", training_file="X", validation_file="file-missing"),
+            "validation_file",
+        ),
         (NewJob(model="tiny", training_file="X", integrations=[{"type": "wandb"}]), "integrations"),
     ],
 )
@@ -89,7 +104,9 @@ def test_bad_create_requests_change_nothing(
     assert services.jobs.list(principal).items == []
 
 
-def test_cancel_pause_resume_follow_the_status_machine(services: Services, principal: Principal) -> None:
+def test_cancel_pause_resume_follow_the_status_machine(
+    services: Services, principal: Principal
+) -> None:
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
     with pytest.raises(InvalidTransition):
@@ -111,7 +128,9 @@ def test_cancel_pause_resume_follow_the_status_machine(services: Services, princ
     ]
 
 
-def test_cancelling_a_running_job_is_a_request_for_the_worker(services: Services, principal: Principal) -> None:
+def test_cancelling_a_running_job_is_a_request_for_the_worker(
+    services: Services, principal: Principal
+) -> None:
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
     services.jobs.validate(job.id)
@@ -144,13 +163,19 @@ def test_racing_validators_move_a_job_once(services: Services, principal: Princi
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.append(services.jobs.validate(job.id))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(services.jobs.validate(job.id)))
+        for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sum(result is not None for result in results) == 1
-    assert messages(services, principal, job.id).count("Files validated, moving job to queued state") == 1
+    assert (
+        messages(services, principal, job.id).count("Files validated, moving job to queued state")
+        == 1
+    )
 
 
 def test_stale_validating_jobs_are_picked_up(services: Services, principal: Principal) -> None:
@@ -161,11 +186,18 @@ def test_stale_validating_jobs_are_picked_up(services: Services, principal: Prin
     assert services.jobs.get(principal, job.id).status is JobStatus.QUEUED
 
 
-def test_list_pages_newest_first_and_filters_metadata(services: Services, principal: Principal) -> None:
+def test_list_pages_newest_first_and_filters_metadata(
+    services: Services, principal: Principal
+) -> None:
     train = upload(services, principal, chat_file())
     created = [
         services.jobs.create(principal, NewJob(model="tiny", training_file=train, metadata=meta)).id
-        for meta in ({"team": "a"}, None, {"team": "b", "env": "prod"}, {"team": "a", "env": "prod"})
+        for meta in (
+            {"team": "a"},
+            None,
+            {"team": "b", "env": "prod"},
+            {"team": "a", "env": "prod"},
+        )
     ]
     first = services.jobs.list(principal, limit=3)
     assert [j.id for j in first.items] == created[::-1][:3] and first.has_more
@@ -180,7 +212,9 @@ def test_list_pages_newest_first_and_filters_metadata(services: Services, princi
         services.jobs.list(principal, after="ftjob-unknown")
 
 
-def test_another_projects_jobs_and_files_do_not_exist(services: Services, principal: Principal) -> None:
+def test_another_projects_jobs_and_files_do_not_exist(
+    services: Services, principal: Principal
+) -> None:
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
     _key, other_project = services.keys.create("globex")

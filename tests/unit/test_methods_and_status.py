@@ -13,7 +13,13 @@ def test_top_level_hyperparameters_mean_supervised() -> None:
     assert method.hyperparameters.batch_size == "auto"
     assert method.to_dict() == {
         "type": "supervised",
-        "supervised": {"hyperparameters": {"batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": 3}},
+        "supervised": {
+            "hyperparameters": {
+                "batch_size": "auto",
+                "learning_rate_multiplier": "auto",
+                "n_epochs": 3,
+            }
+        },
     }
 
 
@@ -46,6 +52,8 @@ def test_terminal_statuses_go_nowhere() -> None:
 
 def test_the_lifecycle_moves_are_allowed() -> None:
     path = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
-    assert all(can_move(a, b) for a, b in zip(path, path[1:]))
-    assert can_move(JobStatus.QUEUED, JobStatus.PAUSED) and can_move(JobStatus.PAUSED, JobStatus.QUEUED)
+    assert all(can_move(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert can_move(JobStatus.QUEUED, JobStatus.PAUSED) and can_move(
+        JobStatus.PAUSED, JobStatus.QUEUED
+    )
     assert not can_move(JobStatus.VALIDATING_FILES, JobStatus.RUNNING)

@@ -49,11 +49,20 @@ def test_missing_final_newline_and_blank_lines_are_fine() -> None:
         ('{"messages": []}', "messages must be a non-empty list"),
         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
         ('{"messages": [{"role": "wizard", "content": "hi"}]}', "unknown role: 'wizard'"),
-        ('{"messages": [{"role": "user", "content": "a", "weight": 1}, {"role": "assistant", "content": "b"}]}',
-         "only assistant messages may"),
-        ('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 2}]}',
-         "weight must be 0 or 1"),
-        ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]}', "has no content"),
+        (
+            '{"messages": [{"role": "user", "content": "a", "weight": 1},'
+            ' {"role": "assistant", "content": "b"}]}',
+            "only assistant messages may",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"},'
+            ' {"role": "assistant", "content": "b", "weight": 2}]}',
+            "weight must be 0 or 1",
+        ),
+        (
+            '{"messages": [{"role": "user"}, {"role": "assistant", "content": "b"}]}',
+            "has no content",
+        ),
     ],
 )
 def test_bad_lines_are_reported_with_their_line_number(line: str, needle: str) -> None:

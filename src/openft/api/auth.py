@@ -29,7 +29,11 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     key = credentials.credentials if credentials else None
-    return services.keys.cached(key) or await run_in_threadpool(services.keys.authenticate, key)
+    cached = services.keys.cached(key)
+    if cached is not None:
+        return cached
+    principal: Principal = await run_in_threadpool(services.keys.authenticate, key)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -23,14 +23,20 @@ from pydantic_core import PydanticCustomError
 from openft.domain.entities import Event, Job, StoredFile
 from openft.services.models import ModelInfo
 
+Auto = Literal["auto"]
 
-def auto_or(kind: type[int] | type[float], description: str, **bounds: float) -> Any:
-    """A hyperparameter: "auto" or a number within `bounds` (Field's ge/gt/le).
+
+def auto_or(
+    kind: type[int] | type[float], description: str, **bounds: float
+) -> tuple[PlainValidator, WithJsonSchema]:
+    """Validation and schema of a hyperparameter: "auto" or a number within `bounds`
+    (Field's ge/gt/le).
 
     One validator rather than a Union, so an error names the parameter itself
     (`hyperparameters.n_epochs`), not a union branch, and says what is accepted.
     """
-    number = TypeAdapter(Annotated[kind, Field(strict=True, **bounds)])  # type: ignore[call-overload]
+    constraints = Field(strict=True, **bounds)  # type: ignore[call-overload]
+    number: TypeAdapter[float] = TypeAdapter(Annotated[kind, constraints])  # type: ignore[arg-type]
 
     def check(value: Any) -> Any:
         if value == "auto":
@@ -53,13 +59,17 @@ def auto_or(kind: type[int] | type[float], description: str, **bounds: float) ->
         ],
         "default": "auto",
     }
-    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
+    return PlainValidator(check), WithJsonSchema(schema)
 
 
-BatchSize = auto_or(int, "an integer from 1 to 256", ge=1, le=256)
-LearningRate = auto_or(float, "a number greater than 0", gt=0)
-Epochs = auto_or(int, "an integer from 1 to 50", ge=1, le=50)
-Beta = auto_or(float, "a number greater than 0 and at most 2", gt=0, le=2)
+_BATCH = auto_or(int, "an integer from 1 to 256", ge=1, le=256)
+_RATE = auto_or(float, "a number greater than 0", gt=0)
+_EPOCHS = auto_or(int, "an integer from 1 to 50", ge=1, le=50)
+_BETA = auto_or(float, "a number greater than 0 and at most 2", gt=0, le=2)
+BatchSize = Annotated[int | Auto, _BATCH[0], _BATCH[1]]
+LearningRate = Annotated[float | Auto, _RATE[0], _RATE[1]]
+Epochs = Annotated[int | Auto, _EPOCHS[0], _EPOCHS[1]]
+Beta = Annotated[float | Auto, _BETA[0], _BETA[1]]
 MetadataMap = Annotated[
     dict[
         Annotated[str, StringConstraints(max_length=64)],

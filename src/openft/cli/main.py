@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,7 +36,7 @@ DatabaseUrl = Annotated[
 ]
 
 
-def _settings(**flags: object) -> Settings:
+def _settings(**flags: Any) -> Settings:
     # Flags left unset fall back to OPENFT_* variables, then to the defaults.
     return Settings(**{name: value for name, value in flags.items() if value is not None})
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from openft.domain.entities import Event, EventDraft, EventLevel, EventType, Page
@@ -42,7 +42,7 @@ _TYPES = {kind.value: kind for kind in EventType}
 
 
 def _encode(data: dict[str, Any]) -> str | None:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False) if data else None
+    return orjson.dumps(data).decode() if data else None
 
 
 def append_events(
@@ -113,7 +113,7 @@ def list_events(
             _LEVELS[row.level],
             _TYPES[row.type],
             row.message,
-            json.loads(row.data) if row.data else {},
+            orjson.loads(row.data) if row.data else {},
         )
         for row in rows[:limit]
     ]

@@ -99,9 +99,7 @@ async def list_files(
 
 
 @router.get("/{file_id}", response_model=OpenAIFile, operation_id="retrieveFile")
-async def retrieve_file(
-    file_id: str, services: ServicesDep, principal: CurrentPrincipal
-) -> JSON:
+async def retrieve_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     return JSON(file_json(await read(services, services.files.get, principal, file_id)))
 
 

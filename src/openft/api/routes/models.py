@@ -19,8 +19,6 @@ async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> JSO
 
 
 @router.get("/{model:path}", response_model=Model, operation_id="retrieveModel")
-async def retrieve_model(
-    model: str, services: ServicesDep, principal: CurrentPrincipal
-) -> JSON:
+async def retrieve_model(model: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     found = await read(services, services.models.retrieve, principal.project_id, model)
     return JSON(model_json(found))
