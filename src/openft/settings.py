@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openft.domain.entities import BaseModel
 from openft.store.database import sqlite_url
+from openft.worker.runner import RunnerSettings
 
 MiB = 1024 * 1024
 
@@ -42,6 +43,23 @@ class Settings(BaseSettings):
     min_examples: int = Field(default=10, ge=1)
     # A job still `validating_files` this long after its last change is validated again.
     revalidate_after_seconds: int = Field(default=30, ge=1)
+    # A running job whose worker has been silent this long is recovered.
+    heartbeat_timeout_seconds: int = Field(default=60, ge=1)
+    # How many times a job may be started before a lost worker fails it.
+    max_attempts: int = Field(default=3, ge=1)
+    # Worker side (the embedded worker of `serve`, and `openft worker`):
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    checkpoint_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch
+    metrics_every: int = Field(default=1, ge=1)  # steps between metrics events
+    work_dir: Path | None = None  # default: <data dir>/work
+
+    def runner_settings(self) -> RunnerSettings:
+        return RunnerSettings(
+            work_dir=self.work_dir or self.data_dir / "work",
+            heartbeat_seconds=self.heartbeat_seconds,
+            metrics_every=self.metrics_every,
+            checkpoint_every=self.checkpoint_every,
+        )
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir)

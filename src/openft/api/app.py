@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,37 +12,55 @@ from fastapi import FastAPI
 import openft
 from openft.api.errors import install_error_handlers
 from openft.api.middleware import RequestIdMiddleware
-from openft.api.routes import files, health, jobs, models
+from openft.api.routes import files, health, jobs, models, worker
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
 
 
-def _revalidate_loop(services: Services, every_seconds: int, stop: threading.Event) -> None:
-    """Validate jobs that a crash left in `validating_files`; any replica may do it."""
+def _maintenance_loop(services: Services, every_seconds: int, stop: threading.Event) -> None:
+    """Validate jobs that a crash left in `validating_files`, and recover running jobs
+    whose worker went silent. Any number of replicas may run this: every change it
+    makes is a compare-and-set."""
     while not stop.wait(every_seconds):
         try:
             services.jobs.validate_stale(older_than_seconds=every_seconds)
+            services.worker.recover_stale()
         except Exception:  # the loop must outlive a failing database; it retries next tick
-            log.exception("revalidation sweep failed")
+            log.exception("maintenance sweep failed")
 
 
-def create_app(services: Services, *, revalidate_every_seconds: int = 30) -> FastAPI:
+Background = Callable[[threading.Event], None]
+
+
+def create_app(
+    services: Services,
+    *,
+    revalidate_every_seconds: int = 30,
+    background: Sequence[Background] = (),
+) -> FastAPI:
+    """The app; `background` tasks (the embedded worker) run in threads while it serves
+    and are asked to stop, through the event they are given, when it shuts down."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        sweeper = threading.Thread(
-            target=_revalidate_loop,
-            args=(services, revalidate_every_seconds, stop),
-            name="openft-revalidate",
-            daemon=True,
-        )
-        sweeper.start()
+        tasks = [
+            lambda stop: _maintenance_loop(services, revalidate_every_seconds, stop),
+            *background,
+        ]
+        threads = [
+            threading.Thread(target=task, args=(stop,), name=f"openft-background-{n}", daemon=True)
+            for n, task in enumerate(tasks)
+        ]
+        for thread in threads:
+            thread.start()
         try:
             yield
         finally:
             stop.set()
-            sweeper.join(timeout=5)
+            for thread in threads:
+                thread.join(timeout=15)
 
     app = FastAPI(
         title="openft",
@@ -53,6 +71,6 @@ def create_app(services: Services, *, revalidate_every_seconds: int = 30) -> Fas
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for module in (health, files, jobs, models):
+    for module in (health, files, jobs, models, worker):
         app.include_router(module.router)
     return app

@@ -8,7 +8,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from openft.domain.entities import Principal
+from openft.domain.entities import KeyScope, Principal
+from openft.domain.errors import PermissionDenied
 from openft.services.container import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An openft API key: `openft keys create`.")
@@ -37,3 +38,14 @@ async def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def worker_principal(principal: CurrentPrincipal) -> Principal:
+    if principal.scope is not KeyScope.WORKER:
+        raise PermissionDenied(
+            "The worker protocol needs a worker key: `openft keys create --scope worker`."
+        )
+    return principal
+
+
+WorkerPrincipal = Annotated[Principal, Depends(worker_principal)]

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from openft.domain.entities import Event, Job, StoredFile
+from openft.domain.entities import Checkpoint, Event, Job, StoredFile
 from openft.services.models import ModelInfo
 
 Auto = Literal["auto"]
@@ -90,6 +90,14 @@ class SupervisedHyperparameters(Strict):
     batch_size: BatchSize = "auto"
     learning_rate_multiplier: LearningRate = "auto"
     n_epochs: Epochs = "auto"
+    # openft's extensions (None: the server's default, see docs/training.md).
+    lora_rank: Annotated[int, Field(ge=1, le=512)] | None = None
+    lora_alpha: Annotated[int, Field(ge=1, le=4096)] | None = None
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lora_target_modules: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = (
+        None
+    )
+    max_length: Annotated[int, Field(ge=16, le=131_072)] | None = None
 
 
 class DpoHyperparameters(SupervisedHyperparameters):
@@ -208,6 +216,24 @@ class ListFineTuningJobEventsResponse(BaseModel):
     has_more: bool
 
 
+class FineTuningJobCheckpoint(BaseModel):
+    object: Literal["fine_tuning.job.checkpoint"]
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int
+
+
+class ListFineTuningJobCheckpointsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[FineTuningJobCheckpoint]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"]
@@ -287,3 +313,15 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def model_json(model: ModelInfo) -> dict[str, Any]:
     return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+
+
+def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": checkpoint.id,
+        "created_at": checkpoint.created_at,
+        "fine_tuned_model_checkpoint": checkpoint.fine_tuned_model_checkpoint,
+        "fine_tuning_job_id": checkpoint.job_id,
+        "metrics": checkpoint.metrics,
+        "step_number": checkpoint.step_number,
+    }

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import sys
+import threading
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +41,11 @@ DatabaseUrl = Annotated[
 ]
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per worker request
+
+
 def _settings(**flags: Any) -> Settings:
     # Flags left unset fall back to OPENFT_* variables, then to the defaults.
     return Settings(**{name: value for name, value in flags.items() if value is not None})
@@ -62,8 +72,12 @@ def serve(
         ),
     ] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+    worker: Annotated[
+        bool, typer.Option(help="Also train: run a worker inside this process.")
+    ] = True,
 ) -> None:
-    """Run the API server (SQLite in --data-dir unless --database-url says otherwise)."""
+    """Run the API server (SQLite in --data-dir unless --database-url says otherwise),
+    with a worker that trains queued jobs unless --no-worker."""
     import uvicorn
 
     from openft.api.app import create_app
@@ -77,13 +91,80 @@ def serve(
         services = build_services(settings, settings.base_models(model or []))
     except (SchemaMismatch, ValueError) as exc:
         raise _fail(str(exc)) from None
-    api = create_app(services, revalidate_every_seconds=settings.revalidate_after_seconds)
+    background = []
+    if worker:
+        key, _project = services.keys.create(EMBEDDED_WORKER_PROJECT, KeyScope.WORKER)
+        background.append(
+            _worker_task(
+                f"http://127.0.0.1:{settings.port}",
+                key,
+                f"embedded-{uuid.uuid4().hex[:8]}",
+                settings,
+            )
+        )
+    api = create_app(
+        services, revalidate_every_seconds=settings.revalidate_after_seconds, background=background
+    )
     try:
         uvicorn.run(
             api, host=settings.host, port=settings.port, access_log=access_log, log_level="info"
         )
     finally:
         services.close()
+
+
+EMBEDDED_WORKER_PROJECT = "openft-embedded-worker"
+
+
+def _worker_task(base_url: str, key: str, worker_id: str, settings: Settings) -> Any:
+    from openft.worker.client import WorkerClient
+    from openft.worker.loop import run_worker
+
+    def task(stop: threading.Event) -> None:
+        client = WorkerClient(base_url, key, worker_id)
+        try:
+            run_worker(client, settings.runner_settings(), stop)
+        finally:
+            client.close()
+
+    return task
+
+
+@app.command("worker")
+def worker_command(
+    base_url: Annotated[
+        str, typer.Option(envvar="OPENFT_BASE_URL", help="The openft server, e.g. http://api:8000.")
+    ],
+    key: Annotated[
+        str,
+        typer.Option(
+            envvar="OPENFT_WORKER_KEY", help="A worker key: `openft keys create --scope worker`."
+        ),
+    ],
+    worker_id: Annotated[
+        str | None, typer.Option(help="A name for this worker [default: host-pid].")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Scratch space for jobs [env OPENFT_WORK_DIR].")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (0: each epoch).")
+    ] = None,
+) -> None:
+    """Run a worker that trains jobs for the server at --base-url, over HTTP only."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(
+        work_dir=work_dir or Path("openft-work"), checkpoint_every=checkpoint_every
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    name = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        _worker_task(base_url, key, name, settings)(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @keys_app.command("create")

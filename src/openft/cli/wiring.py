@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from openft.domain.entities import BaseModel
+from openft.services.artifacts import Artifacts
+from openft.services.checkpoints import CheckpointService
 from openft.services.clock import system_clock
 from openft.services.container import Services
 from openft.services.events import EventService
@@ -10,6 +12,7 @@ from openft.services.files import FileService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.models import ModelService
+from openft.services.worker import WorkerService
 from openft.settings import Settings
 from openft.store.database import Database, make_engine
 from openft.store.migrate import ensure_schema
@@ -34,4 +37,13 @@ def build_services(settings: Settings, base_models: list[BaseModel] | None = Non
         jobs=JobService(db, files, models, min_examples=settings.min_examples),
         events=EventService(db),
         models=models,
+        checkpoints=CheckpointService(db),
+        worker=WorkerService(
+            db,
+            files,
+            models,
+            Artifacts(settings.data_dir),
+            heartbeat_timeout=settings.heartbeat_timeout_seconds,
+            max_attempts=settings.max_attempts,
+        ),
     )

@@ -85,6 +85,12 @@ class Hyperparameters:
     batch_size: int | Auto = "auto"
     learning_rate_multiplier: float | Auto = "auto"
     beta: float | Auto | None = None  # DPO only
+    # openft's extensions: the LoRA adapter and the longest sequence trained on.
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"  # or a comma-separated list of module names
+    max_length: int = 1024
 
     def to_dict(self) -> JsonObject:
         out: JsonObject = {
@@ -94,6 +100,13 @@ class Hyperparameters:
         }
         if self.beta is not None:
             out["beta"] = self.beta
+        out.update(
+            lora_rank=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            lora_target_modules=self.lora_target_modules,
+            max_length=self.max_length,
+        )
         return out
 
 
@@ -143,6 +156,28 @@ class Job:
     result_files: list[str] = field(default_factory=list)
     # A pending request the worker must act on at its next step: "cancel" or "pause".
     control: str | None = None
+    lease: Lease | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    id: str
+    job_id: str
+    step_number: int
+    created_at: int
+    metrics: JsonObject
+    fine_tuned_model_checkpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A running job's hold by one worker: who, since when, and which attempt."""
+
+    worker_id: str
+    heartbeat_at: int
+    attempts: int
+    worker_batch: int
+    reported_step: int
 
 
 @dataclass(frozen=True, slots=True)

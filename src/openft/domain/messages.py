@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openft.domain.entities import EventDraft, EventLevel, JobError
+from openft.domain.entities import EventDraft, EventLevel, EventType, JobError
 
 
 def created(job_id: str) -> EventDraft:
@@ -42,3 +42,42 @@ def resumed() -> EventDraft:
 
 def failed(error: JobError) -> EventDraft:
     return EventDraft(error.message, level=EventLevel.ERROR, data={"code": error.code})
+
+
+def started() -> EventDraft:
+    return EventDraft("Fine-tuning job started")
+
+
+def resumed_from(step: int, attempt: int) -> EventDraft:
+    where = f"from the checkpoint at step {step}" if step else "from the start"
+    return EventDraft(f"Fine-tuning job resumed {where} (attempt {attempt})")
+
+
+def worker_lost(attempt: int, max_attempts: int) -> EventDraft:
+    return EventDraft(
+        f"The worker running this job stopped responding; the job goes back to the queue "
+        f"(attempt {attempt} of {max_attempts} done)",
+        level=EventLevel.WARN,
+    )
+
+
+def checkpoint_created(step: int, name: str) -> EventDraft:
+    return EventDraft(f"Checkpoint created at step {step}: {name}", data={"step": step})
+
+
+def model_created(name: str) -> EventDraft:
+    return EventDraft(f"New fine-tuned model created: {name}")
+
+
+def succeeded() -> EventDraft:
+    return EventDraft("The job has successfully completed")
+
+
+def step_metrics(data: dict[str, object]) -> EventDraft:
+    """`Step 12/300: training loss=0.98` (`, validation loss=1.05` with validation data)."""
+    text = (
+        f"Step {data['step']}/{data['total_steps']}: training loss={float(data['train_loss']):.2f}"  # type: ignore[arg-type]
+    )
+    if data.get("valid_loss") is not None:
+        text += f", validation loss={float(data['valid_loss']):.2f}"  # type: ignore[arg-type]
+    return EventDraft(text, type=EventType.METRICS, data=dict(data))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from openft.services.checkpoints import CheckpointService
 from openft.services.events import EventService
 from openft.services.files import FileService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.models import ModelService
+from openft.services.worker import WorkerService
 from openft.store.database import Database
 
 
@@ -20,6 +22,8 @@ class Services:
     jobs: JobService
     events: EventService
     models: ModelService
+    checkpoints: CheckpointService
+    worker: WorkerService
 
     def close(self) -> None:
         self.db.dispose()

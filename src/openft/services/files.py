@@ -80,6 +80,20 @@ class FileService:
                     "Invalid file format for Fine-Tuning API. Must be .jsonl", param="file"
                 )
             validator = FileValidator(filename)
+        return self._store(principal.project_id, filename, purpose, chunks, validator)
+
+    def save_result(self, project_id: str, filename: str, data: bytes) -> StoredFile:
+        """Record a file the service produced for a project (a job's results)."""
+        return self._store(project_id, filename, FINE_TUNE_RESULTS, [data], None)
+
+    def _store(
+        self,
+        project_id: str,
+        filename: str,
+        purpose: str,
+        chunks: Iterable[bytes],
+        validator: FileValidator | None,
+    ) -> StoredFile:
         file_id = new_file_id()
         partial = self._dir / f".upload-{file_id}"
         digest = hashlib.sha256()
@@ -99,7 +113,7 @@ class FileService:
             report = validator.finish() if validator is not None else None
             record = StoredFile(
                 id=file_id,
-                project_id=principal.project_id,
+                project_id=project_id,
                 filename=filename,
                 purpose=purpose,
                 bytes=size,

@@ -118,3 +118,13 @@ def list_events(
         for row in rows[:limit]
     ]
     return Page(events, has_more=len(rows) > limit)
+
+
+def metrics_data(conn: Connection, job_pk: int) -> list[dict[str, Any]]:
+    """The `data` of every metrics event of a job, oldest first."""
+    rows = conn.execute(
+        select(job_events.c.data)
+        .where(job_events.c.job_pk == job_pk, job_events.c.type == EventType.METRICS.value)
+        .order_by(job_events.c.seq)
+    ).scalars()
+    return [orjson.loads(data) if data else {} for data in rows]

@@ -12,6 +12,7 @@ from openft.domain.entities import (
     Job,
     JobError,
     JobStatus,
+    Lease,
     Method,
     MethodType,
     Page,
@@ -19,7 +20,10 @@ from openft.domain.entities import (
 from openft.store.pages import keyset_page
 from openft.store.schema import jobs
 
-_FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_seq")]
+_LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
+_FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_seq", *_LEASE)] + [
+    jobs.c[name] for name in _LEASE
+]
 # `None` as a metadata filter selects the jobs created without metadata (`metadata=null`).
 MetadataFilter = dict[str, str] | None
 
@@ -53,11 +57,18 @@ def _to_job(row: Any) -> Job:
         error=JobError(**row.error) if row.error else None,
         result_files=list(row.result_files),
         control=row.control,
+        lease=(
+            Lease(
+                row.worker_id, row.heartbeat_at, row.attempts, row.worker_batch, row.reported_step
+            )
+            if row.worker_id is not None
+            else None
+        ),
     )
 
 
 def insert_job(conn: Connection, job: Job) -> int:
-    values = {c.name: getattr(job, c.name) for c in _FIELDS}
+    values = {c.name: getattr(job, c.name) for c in _FIELDS if c.name not in _LEASE}
     values.update(
         status=job.status.value,
         method=_method_to_json(job.method),
@@ -151,4 +162,58 @@ def ids_in_status(
             .order_by(jobs.c.pk)
             .limit(limit)
         ).scalars()
+    )
+
+
+def claim_next(conn: Connection, worker_id: str, now: int) -> str | None:
+    """Take the oldest queued job for `worker_id` in one statement; its id, or None.
+
+    On PostgreSQL the inner select locks the row it picks with SKIP LOCKED, so racing
+    claimers each take a different job without waiting; SQLite renders no FOR UPDATE,
+    and its write transaction (BEGIN IMMEDIATE) already lets only one claimer in.
+    """
+    oldest = (
+        select(jobs.c.pk)
+        .where(jobs.c.status == JobStatus.QUEUED.value)
+        .order_by(jobs.c.pk)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.pk == oldest, jobs.c.status == JobStatus.QUEUED.value)
+        .values(
+            status=JobStatus.RUNNING.value,
+            worker_id=worker_id,
+            heartbeat_at=now,
+            attempts=jobs.c.attempts + 1,
+            worker_batch=0,
+            updated_at=now,
+        )
+        .returning(jobs.c.id)
+    ).scalar_one_or_none()
+
+
+def release_lease(conn: Connection, pk: int, now: int, **fields: Any) -> None:
+    """Clear the worker's hold on a job while setting `fields` (its next status)."""
+    update_job(conn, pk, now, worker_id=None, heartbeat_at=None, **fields)
+
+
+def stale_running_ids(conn: Connection, heartbeat_before: int) -> list[str]:
+    """Running jobs whose worker has not been heard from since `heartbeat_before`."""
+    return list(
+        conn.execute(
+            select(jobs.c.id).where(
+                jobs.c.status == JobStatus.RUNNING.value, jobs.c.heartbeat_at < heartbeat_before
+            )
+        ).scalars()
+    )
+
+
+def project_name(conn: Connection, project_id: str) -> str:
+    from openft.store.schema import projects
+
+    return str(
+        conn.execute(select(projects.c.name).where(projects.c.id == project_id)).scalar_one()
     )

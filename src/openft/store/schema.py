@@ -92,8 +92,30 @@ jobs = Table(
     Column("event_key", String(16), nullable=False, unique=True),
     # The sequence number of the job's newest event; appends advance it under a row lock.
     Column("last_event_seq", BigInteger, nullable=False, default=0),
+    # The worker that holds the job while it runs, and when it last said so.
+    Column("worker_id", String(128)),
+    Column("heartbeat_at", BigInteger),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    # The last event batch applied from the current attempt's worker: a retried batch
+    # (its answer lost) is recognised and not appended twice.
+    Column("worker_batch", BigInteger, nullable=False, default=0, server_default="0"),
+    # The highest training step reported in a metrics event, across attempts.
+    Column("reported_step", BigInteger, nullable=False, default=0, server_default="0"),
     Index(None, "project_id", "pk"),
     Index(None, "status", "pk"),
+)
+
+job_checkpoints = Table(
+    "job_checkpoints",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("job_pk", PK, ForeignKey("jobs.pk", ondelete="CASCADE"), nullable=False),
+    Column("step_number", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("fine_tuned_model_checkpoint", String(600), nullable=False),
+    Index(None, "job_pk", "step_number", unique=True),
 )
 
 # One row per event, clustered on (job, seq): a page is one range scan of the primary

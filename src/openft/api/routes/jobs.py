@@ -12,8 +12,10 @@ from openft.api.responses import JSON
 from openft.api.schemas import (
     CreateJobRequest,
     FineTuningJob,
+    ListFineTuningJobCheckpointsResponse,
     ListFineTuningJobEventsResponse,
     ListPaginatedFineTuningJobsResponse,
+    checkpoint_json,
     event_json,
     job_json,
 )
@@ -176,4 +178,31 @@ async def list_events(
     )
     return JSON(
         {"object": "list", "data": [event_json(e) for e in page.items], "has_more": page.has_more}
+    )
+
+
+@router.get(
+    "/{fine_tuning_job_id}/checkpoints",
+    response_model=ListFineTuningJobCheckpointsResponse,
+    operation_id="listFineTuningJobCheckpoints",
+)
+async def list_checkpoints(
+    fine_tuning_job_id: JobId,
+    services: ServicesDep,
+    principal: CurrentPrincipal,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 10,
+) -> JSON:
+    page = await read(
+        services, services.checkpoints.list, principal, fine_tuning_job_id, after=after, limit=limit
+    )
+    data = [checkpoint_json(c) for c in page.items]
+    return JSON(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
     )

@@ -1,0 +1,34 @@
+"""What a worker hands the trainer subprocess: one JSON file, read by `openft.training.run`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from openft.domain.hyperparameters import BASE_LEARNING_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSpec:
+    job_id: str
+    method: str  # "supervised" | "dpo"
+    model_source: str  # a Hugging Face id or a local directory
+    training_file: str  # local paths
+    validation_file: str | None
+    hyperparameters: dict[str, Any]  # resolved: numbers, no "auto"
+    seed: int
+    output_dir: str
+    control_file: str
+    resume_from: str | None = None  # a checkpoint directory of a previous attempt
+    metrics_every: int = 1
+    checkpoint_every: int = 0  # steps; 0: at the end of each epoch
+    learning_rate: float = BASE_LEARNING_RATE  # times the multiplier
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> TrainingSpec:
+        return cls(**json.loads(path.read_text()))

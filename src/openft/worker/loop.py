@@ -1,0 +1,39 @@
+"""The worker loop: claim a job, run it, repeat, until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import httpx
+
+from openft.worker.client import WorkerClient
+from openft.worker.runner import JobRunner, RunnerSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(
+    client: WorkerClient,
+    settings: RunnerSettings,
+    stop: threading.Event,
+    *,
+    poll_seconds: float = 1.0,
+) -> None:
+    log.info("worker %s polling for jobs", client.worker_id)
+    while not stop.is_set():
+        try:
+            assignment = client.claim()
+        except (httpx.HTTPError, OSError) as exc:
+            log.warning("claim failed (%s); retrying", exc)
+            stop.wait(poll_seconds)
+            continue
+        if assignment is None:
+            stop.wait(poll_seconds)
+            continue
+        job_id = assignment["job"]["id"]
+        log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment["attempt"])
+        try:
+            JobRunner(client, assignment, settings, stop).run()
+        except Exception:  # one job's trouble must not end the worker
+            log.exception("running %s failed", job_id)

@@ -1,0 +1,286 @@
+"""Runs one claimed job: prepares its inputs, supervises the trainer subprocess, and
+relays what the trainer says to the server.
+
+Events are sent in numbered batches (at most every `FLUSH_SECONDS`, or `FLUSH_EVENTS`
+at a time), never one request per event; a batch is always flushed before a
+checkpoint, a completion or a failure is reported, so the log reads in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openft.domain import messages
+from openft.domain.entities import EventDraft
+from openft.domain.hyperparameters import BASE_LEARNING_RATE
+from openft.training.protocol import FD_ENV
+from openft.training.spec import TrainingSpec
+from openft.worker.client import LeaseLost, WorkerClient
+
+log = logging.getLogger(__name__)
+FLUSH_SECONDS = 0.5
+FLUSH_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    work_dir: Path
+    heartbeat_seconds: float = 10.0
+    # After a cancel or pause, how long the trainer has to stop at a step boundary
+    # before it is terminated (then killed) by force.
+    grace_seconds: float = 30.0
+    metrics_every: int = 1
+    checkpoint_every: int = 0
+    learning_rate: float = BASE_LEARNING_RATE
+
+
+def _wire(draft: EventDraft) -> dict[str, Any]:
+    return {
+        "message": draft.message,
+        "level": draft.level.value,
+        "type": draft.type.value,
+        "data": draft.data,
+    }
+
+
+def _pack(directory: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(directory, arcname=".")
+    return archive
+
+
+class JobRunner:
+    def __init__(
+        self,
+        client: WorkerClient,
+        assignment: dict[str, Any],
+        settings: RunnerSettings,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.client = client
+        # Set when the worker shuts down: the trainer is stopped and the job left to the
+        # server's recovery, which re-queues it to resume from its last checkpoint.
+        self._stop = stop or threading.Event()
+        self.assignment = assignment
+        self.settings = settings
+        self.job = assignment["job"]
+        self.job_id: str = self.job["id"]
+        self.dir = settings.work_dir / self.job_id / f"attempt-{assignment['attempt']}"
+        self._pending: list[dict[str, Any]] = []
+        self._batch = 0
+        self._last_flush = time.monotonic()
+        self._progress: dict[str, int] = {}
+        self._control: str | None = None
+        self._lease_lost = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # -- events --------------------------------------------------------------------------
+
+    def _queue(self, draft: EventDraft) -> None:
+        self._pending.append(_wire(draft))
+        if len(self._pending) >= FLUSH_EVENTS:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        self._batch += 1
+        self.client.report(self.job_id, self._batch, self._pending)
+        self._pending = []
+
+    # -- preparing -----------------------------------------------------------------------
+
+    def _prepare(self) -> TrainingSpec:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        inputs = self.dir / "inputs"
+        training = self.client.download_file(
+            self.job_id, self.job["training_file"], inputs / "training.jsonl"
+        )
+        validation = None
+        if self.job["validation_file"]:
+            validation = self.client.download_file(
+                self.job_id, self.job["validation_file"], inputs / "validation.jsonl"
+            )
+        output = self.dir / "out"
+        resume = None
+        checkpoint = self.assignment["resume_from"]
+        if checkpoint:
+            archive = self.client.download_checkpoint(
+                self.job_id, checkpoint["id"], self.dir / "resume.tar.gz"
+            )
+            resume = output / f"checkpoint-{checkpoint['step_number']}"
+            resume.mkdir(parents=True)
+            with tarfile.open(archive) as tar:
+                tar.extractall(resume, filter="data")
+            archive.unlink()
+        method = self.job["method"]
+        return TrainingSpec(
+            job_id=self.job_id,
+            method=method["type"],
+            model_source=self.assignment["base_model"]["source"],
+            training_file=str(training),
+            validation_file=str(validation) if validation else None,
+            hyperparameters=method[method["type"]]["hyperparameters"],
+            seed=int(self.job["seed"]),
+            output_dir=str(output),
+            control_file=str(self.dir / "control"),
+            resume_from=str(resume) if resume else None,
+            metrics_every=self.settings.metrics_every,
+            checkpoint_every=self.settings.checkpoint_every,
+            learning_rate=self.settings.learning_rate,
+        )
+
+    # -- supervising -------------------------------------------------------------------
+
+    def _heartbeats(self) -> None:
+        """Renew the lease; pass a cancel or pause on to the trainer, by force if need be."""
+        asked_at: float | None = None
+        while self._process is not None and self._process.poll() is None:
+            if self._stop.is_set():
+                self._kill()
+                return
+            try:
+                control = self.client.heartbeat(self.job_id, self._progress)
+            except LeaseLost:
+                log.warning("lost the lease on %s: stopping its trainer", self.job_id)
+                self._lease_lost.set()
+                self._kill()
+                return
+            except Exception:  # a flaky network must not end the job; the lease decides
+                log.exception("heartbeat for %s failed", self.job_id)
+                control = self._control
+            if control in ("cancel", "pause") and control != self._control:
+                self._control = control
+                (self.dir / "control").write_text(control)
+                asked_at = time.monotonic()
+            if asked_at is not None and time.monotonic() - asked_at > self.settings.grace_seconds:
+                log.warning("trainer of %s ignored %s: terminating it", self.job_id, self._control)
+                self._kill()
+                return
+            self._stop.wait(self.settings.heartbeat_seconds if asked_at is None else 1.0)
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """Relay one trainer message; True once the job has been finished at the server."""
+        kind = message["kind"]
+        if kind == "message":
+            self._queue(EventDraft(message["message"]))
+        elif kind == "metrics":
+            self._queue(messages.step_metrics(message["data"]))
+        elif kind == "progress":
+            self._progress = {
+                "trained_tokens": int(message["trained_tokens"]),
+                "estimated_finish": int(message["estimated_finish"]),
+            }
+        elif kind == "checkpoint":
+            self._flush()
+            archive = _pack(
+                Path(message["path"]), self.dir / f"checkpoint-{message['step']}.tar.gz"
+            )
+            self.client.add_checkpoint(
+                self.job_id, int(message["step"]), message["metrics"], archive
+            )
+            archive.unlink()
+        elif kind == "done":
+            self._flush()
+            archive = _pack(Path(message["adapter"]), self.dir / "adapter.tar.gz")
+            self.client.complete(self.job_id, int(message["trained_tokens"]), archive)
+            return True
+        elif kind == "stopped":
+            self._flush()
+            self.client.stopped(self.job_id)
+            return True
+        elif kind == "error":
+            self._flush()
+            self.client.fail(self.job_id, message["code"], message["message"], message.get("param"))
+            return True
+        return False
+
+    def run(self) -> None:
+        try:
+            spec = self._prepare()
+        except LeaseLost:
+            return
+        spec.write(self.dir / "spec.json")
+        read_fd, write_fd = os.pipe()
+        with open(self.dir / "trainer.log", "wb") as trainer_log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "openft.training.run", str(self.dir / "spec.json")],
+                pass_fds=(write_fd,),
+                env={**os.environ, FD_ENV: str(write_fd)},
+                stdout=trainer_log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
+        os.close(write_fd)
+        heartbeats = threading.Thread(
+            target=self._heartbeats, name=f"heartbeat-{self.job_id}", daemon=True
+        )
+        heartbeats.start()
+        finished = False
+        try:
+            finished = self._relay(read_fd)
+        except LeaseLost:
+            self._lease_lost.set()
+            self._kill()
+        finally:
+            os.close(read_fd)
+            code = self._process.wait()
+            heartbeats.join(timeout=self.settings.heartbeat_seconds + 5)
+        if finished or self._lease_lost.is_set() or self._stop.is_set():
+            return
+        self._flush()
+        if self._control in ("cancel", "pause"):
+            # Stopped by force: a pause resumes from the last checkpoint it reached.
+            self.client.stopped(self.job_id)
+            return
+        tail = (self.dir / "trainer.log").read_text(errors="replace")[-2000:]
+        log.error("trainer of %s exited with %s:\n%s", self.job_id, code, tail)
+        self.client.fail(
+            self.job_id,
+            "training_crashed",
+            f"The training process exited unexpectedly (exit code {code}"
+            f"{', killed by the system: out of memory?' if code in (-9, 137) else ''}). "
+            "Try a smaller batch_size or max_length; the worker's log has the details.",
+            None,
+        )
+
+    def _relay(self, read_fd: int) -> bool:
+        buffer = b""
+        while True:
+            ready, _, _ = select.select([read_fd], [], [], FLUSH_SECONDS)
+            if ready:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    return False
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip() and self._handle(json.loads(line)):
+                        return True
+            if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+                self._flush()
