@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# The CPU build of PyTorch, installed first so that the `train` extra's "torch>=2.2"
+# is already met and never pulls a multi-GB CUDA build. On a GPU machine, install the
+# torch build you want before `pip install -e '.[train]'`.
+TORCH ?= torch==2.13.0
 # The tests use this PostgreSQL server; set it empty to skip the PostgreSQL tests.
 export OPENFT_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -10,8 +14,8 @@ export OPENFT_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $@
 
 demo: $(STAMP)

@@ -122,8 +122,15 @@ class Server:
 
 
 @contextmanager
-def running_server(database_url: str, data_dir: Path, *models: str) -> Iterator[Server]:
-    """Start `openft serve` on a free loopback port; stop it on exit."""
+def running_server(
+    database_url: str,
+    data_dir: Path,
+    *models: str,
+    worker: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Start `openft serve` on a free loopback port (with its embedded worker if
+    `worker`); stop it on exit."""
     port = free_port()
     location = ["--data-dir", str(data_dir), "--database-url", database_url]
     key = openft("keys", "create", "--project", "acme", *location).strip()
@@ -138,12 +145,13 @@ def running_server(database_url: str, data_dir: Path, *models: str) -> Iterator[
             "--port",
             str(port),
             "--no-access-log",
+            "--worker" if worker else "--no-worker",
             *location,
             *model_flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "OPENFT_REVALIDATE_AFTER_SECONDS": "1"},
+        env={**os.environ, "OPENFT_REVALIDATE_AFTER_SECONDS": "1", **(env or {})},
     )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -19,9 +19,23 @@ from tests.support import Server, chat_file
 CONTRACT = Path(__file__).parent.parent / "contract"
 
 
+def _openapi30_bounds(node: Any) -> Any:
+    """OpenAI's document still writes some bounds the OpenAPI 3.0 way (`minimum: 0` with
+    `exclusiveMinimum: true`); JSON Schema 2020-12 wants `exclusiveMinimum: 0`."""
+    if isinstance(node, dict):
+        if node.get("exclusiveMinimum") is True and "minimum" in node:
+            node = {k: v for k, v in node.items() if k != "minimum"} | {
+                "exclusiveMinimum": node["minimum"]
+            }
+        return {k: _openapi30_bounds(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_openapi30_bounds(v) for v in node]
+    return node
+
+
 @cache
 def validator(document: str, schema: str) -> Draft202012Validator:
-    spec = yaml.safe_load((CONTRACT / document).read_text())
+    spec = _openapi30_bounds(yaml.safe_load((CONTRACT / document).read_text()))
     registry = Registry().with_resource(
         "urn:spec", Resource.from_contents(spec, default_specification=_DRAFT)
     )

@@ -18,6 +18,12 @@ def test_top_level_hyperparameters_mean_supervised() -> None:
                 "batch_size": "auto",
                 "learning_rate_multiplier": "auto",
                 "n_epochs": 3,
+                # openft's extensions, with their defaults
+                "lora_rank": 8,
+                "lora_alpha": 16,
+                "lora_dropout": 0.0,
+                "lora_target_modules": "all-linear",
+                "max_length": 1024,
             }
         },
     }

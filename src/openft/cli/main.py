@@ -83,9 +83,7 @@ def serve(
     from openft.api.app import create_app
     from openft.cli.wiring import build_services
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
     try:
         services = build_services(settings, settings.base_models(model or []))
@@ -152,9 +150,7 @@ def worker_command(
     ] = None,
 ) -> None:
     """Run a worker that trains jobs for the server at --base-url, over HTTP only."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     settings = _settings(
         work_dir=work_dir or Path("openft-work"), checkpoint_every=checkpoint_every
     )
