@@ -71,3 +71,12 @@ def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
 def principal(services: Services) -> Principal:
     _key, project = services.keys.create("acme", KeyScope.PROJECT)
     return Principal(project.id, KeyScope.PROJECT)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random causal LM and tokenizer, built locally once per test session."""
+    from openft.training.tiny import build_tiny_model
+    from tests.support import toy_chat_file
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), [toy_chat_file().decode()])

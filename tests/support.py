@@ -114,8 +114,14 @@ class Server:
     data_dir: Path
     process: subprocess.Popen[bytes]
 
-    def new_key(self, project: str) -> str:
-        return openft("keys", "create", "--project", project, *self.location()).strip()
+    def new_key(self, project: str, scope: str = "project") -> str:
+        return openft(
+            "keys", "create", "--project", project, "--scope", scope, *self.location()
+        ).strip()
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
 
     def location(self) -> list[str]:
         return ["--data-dir", str(self.data_dir), "--database-url", self.database_url]
@@ -173,3 +179,34 @@ def running_server(
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def toy_chat_file(n: int = 16) -> bytes:
+    """A learnable toy task: four questions, each always with the same answer."""
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i % 4}"},
+                    {"role": "assistant", "content": f"answer {i % 4}"},
+                ]
+            }
+        )
+        for i in range(n)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

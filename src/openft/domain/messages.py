@@ -44,13 +44,16 @@ def failed(error: JobError) -> EventDraft:
     return EventDraft(error.message, level=EventLevel.ERROR, data={"code": error.code})
 
 
-def started() -> EventDraft:
-    return EventDraft("Fine-tuning job started")
+def started(worker_id: str) -> EventDraft:
+    return EventDraft("Fine-tuning job started", data={"worker_id": worker_id, "attempt": 1})
 
 
-def resumed_from(step: int, attempt: int) -> EventDraft:
+def resumed_from(step: int, attempt: int, worker_id: str) -> EventDraft:
     where = f"from the checkpoint at step {step}" if step else "from the start"
-    return EventDraft(f"Fine-tuning job resumed {where} (attempt {attempt})")
+    return EventDraft(
+        f"Fine-tuning job resumed {where} (attempt {attempt})",
+        data={"worker_id": worker_id, "attempt": attempt, "step": step},
+    )
 
 
 def worker_lost(attempt: int, max_attempts: int) -> EventDraft:

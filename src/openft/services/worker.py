@@ -137,9 +137,9 @@ class WorkerService:
             latest = checkpoints_store.latest_checkpoint(conn, pk)
             attempt = job.lease.attempts
             started = (
-                messages.started()
+                messages.started(worker_id)
                 if attempt == 1
-                else messages.resumed_from(latest.step_number if latest else 0, attempt)
+                else messages.resumed_from(latest.step_number if latest else 0, attempt, worker_id)
             )
             events_store.append_events(conn, pk, [started], now)
             job = store.get_job(conn, job_id)[1]  # type: ignore[index]
