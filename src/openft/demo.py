@@ -1,9 +1,10 @@
-"""`make demo`: the whole control-plane flow, offline, on the embedded default (SQLite).
+"""`openft demo` (and `make demo`): the whole flow, offline, on the embedded default.
 
-Starts `openft serve` on a free loopback port with a fresh data directory, creates an
-API key, and with the official `openai` SDK uploads a small chat dataset, creates a
-fine-tuning job, follows its events until it is queued, and shows the pages of events
-exactly as a client sees them. (Training itself arrives with the worker.)
+Builds a tiny model locally (a random-initialised small causal LM and a tokenizer
+trained on local text: nothing is downloaded), starts `openft serve` with its embedded
+worker on SQLite in a fresh data directory, and with the official `openai` SDK uploads a
+small chat dataset, creates a fine-tuning job, follows its events to completion and
+prints the curve of the training loss.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,6 +35,8 @@ SAMPLE = [
     ("What language is spoken in Brazil?", "Portuguese."),
     ("How many days are in a leap year?", "366."),
 ]
+HYPERPARAMETERS = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 50}
+BAR_WIDTH = 50
 
 
 def sample_dataset() -> bytes:
@@ -64,64 +68,92 @@ def _openft(*args: str) -> str:
     return done.stdout.strip()
 
 
-def main() -> None:
-    from openai import OpenAI
+def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        if server.poll() is not None:
+            raise SystemExit("openft serve exited; see its log")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("openft serve did not start")
 
+
+def loss_curve(points: list[tuple[int, float]]) -> str:
+    """One bar per step, scaled to the largest loss."""
+    top = max(loss for _step, loss in points) or 1.0
+    return "\n".join(
+        f"  step {step:>4}  {loss:7.3f}  {'#' * max(1, round(loss / top * BAR_WIDTH))}"
+        for step, loss in points
+    )
+
+
+def follow(client: Any, job_id: str) -> Any:
+    """Print the job's events as they arrive, oldest first, until the job ends."""
+    seen: set[str] = set()
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        fresh = [e for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data if e.id not in seen]
+        for event in reversed(fresh):
+            seen.add(event.id)
+            print(f"  [{event.level:5}] {event.message}")
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.5)
+
+
+def main() -> None:
+    try:
+        from openai import OpenAI
+    except ImportError:
+        raise SystemExit("the demo uses the openai SDK: pip install 'openft[demo,train]'") from None
+    from openft.training.tiny import build_tiny_model
+
+    started = time.monotonic()
     data_dir = Path(os.environ.get("OPENFT_DEMO_DIR") or tempfile.mkdtemp(prefix="openft-demo-"))
+    model_dir = build_tiny_model(data_dir / "base-models" / "tiny-demo", [sample_dataset().decode()])
+    print(f"built a tiny model locally in {model_dir}")
     port = _free_port()
     key = _openft("keys", "create", "--project", "demo", "--data-dir", str(data_dir))
+    log = open(data_dir / "server.log", "wb")
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openft.cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--data-dir",
-            str(data_dir),
-            "--model",
-            "tiny-demo=./models/tiny-demo",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "openft.cli.main", "serve", "--port", str(port), "--no-access-log",
+         "--data-dir", str(data_dir), "--model", f"tiny-demo={model_dir}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        print(f"openft is serving on {base} (data in {data_dir})")
+        _wait_healthy(base, server)
+        print(f"openft is serving on {base} (data and logs in {data_dir})")
         client = OpenAI(base_url=f"{base}/v1", api_key=key)
-        print("models:", [m.id for m in client.models.list()])
         upload = client.files.create(file=("sample.jsonl", sample_dataset()), purpose="fine-tune")
-        print(f"uploaded {upload.filename}: {upload.id}, {upload.bytes} bytes")
+        print(f"uploaded {upload.filename}: {upload.id}")
         job = client.fine_tuning.jobs.create(
-            model="tiny-demo",
-            training_file=upload.id,
-            suffix="demo",
-            metadata={"source": "make demo"},
+            model="tiny-demo", training_file=upload.id, suffix="demo", hyperparameters=HYPERPARAMETERS
         )
-        print(f"created {job.id}: {job.status}")
-        while job.status == "validating_files":
-            time.sleep(0.1)
-            job = client.fine_tuning.jobs.retrieve(job.id)
-        print(f"job {job.id} is {job.status}")
-        print("events, newest first (as client.fine_tuning.jobs.list_events returns them):")
-        for event in client.fine_tuning.jobs.list_events(job.id, limit=2):
-            print(f"  {event.id}  {event.level:5}  {event.message}")
-        cancelled = client.fine_tuning.jobs.cancel(job.id)
-        print(
-            f"cancelled: {cancelled.status}; newest event: "
-            f"{client.fine_tuning.jobs.list_events(job.id, limit=1).data[0].message}"
-        )
+        print(f"created {job.id}; its events:")
+        job = follow(client, job.id)
+        if job.status != "succeeded":
+            raise SystemExit(f"the job ended {job.status}: {job.error}")
+        points = [
+            (e.data["step"], e.data["train_loss"])
+            for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)
+            if e.type == "metrics"
+        ]
+        print("\ntraining loss by step:")
+        print(loss_curve(sorted(points)))
+        checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+        print(f"\nfine-tuned model: {job.fine_tuned_model} ({job.trained_tokens} tokens trained)")
+        print(f"checkpoints: {', '.join(c.fine_tuned_model_checkpoint for c in checkpoints)}")
+        print(f"adapter (loads with peft): {data_dir / 'models' / job.id / 'adapter'}")
+        print(f"results file: {job.result_files[0]}; done in {time.monotonic() - started:.0f} s")
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.wait(timeout=30)
+        log.close()
 
 
 if __name__ == "__main__":

@@ -169,12 +169,12 @@ def test_two_workers_run_each_of_50_jobs_exactly_once(
     postgres_server: Server, tmp_path: Path
 ) -> None:
     client = client_of(postgres_server)
-    train = client.files.create(file=("t.jsonl", toy_chat_file(8)), purpose="fine-tune").id
+    train = client.files.create(file=("t.jsonl", toy_chat_file(10)), purpose="fine-tune").id
     job_ids = [
         client.fine_tuning.jobs.create(
             model="tiny",
             training_file=train,
-            hyperparameters={"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 10},
+            hyperparameters={"n_epochs": 1, "batch_size": 10, "learning_rate_multiplier": 10},
         ).id
         for _ in range(50)
     ]

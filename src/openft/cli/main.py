@@ -189,6 +189,14 @@ def keys_create(
     sys.stdout.write(key + "\n")
 
 
+@app.command()
+def demo() -> None:
+    """Run the whole flow offline: a tiny local model, a server, a job, its loss curve."""
+    from openft.demo import main as run_demo
+
+    run_demo()
+
+
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Upgrade the database schema to this openft's revision (never drops data)."""

@@ -1,0 +1,197 @@
+"""Training throughput: a job run through openft against the same TRL run in one process.
+
+Builds a random-initialised causal LM (size by flags) and a synthetic chat dataset, then:
+1. direct: TRL's SFTTrainer in this process, on data tokenized exactly as openft does,
+   with the same LoRA and training arguments; tokens/s from the trainer's own runtime;
+2. openft: `openft serve` with its embedded worker, a job created with the openai SDK,
+   followed to completion; tokens/s from the trainer's runtime in the job's log (the
+   training loop with openft's reporting and control checks in it);
+3. the cost of event reporting per step: the same direct run with openft's reporting
+   callback attached (writing to a pipe nobody reads is not possible, so to /dev/null),
+   minus the run without it, per step.
+
+Usage: python bench/training_bench.py [--hidden 256 --layers 4 --examples 256 --epochs 2]
+Runs on CUDA when there is one (bf16), else CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def dataset(n: int) -> bytes:
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    lines = []
+    for i in range(n):
+        question = " ".join(words[(i + k) % len(words)] for k in range(12))
+        answer = " ".join(words[(i * 3 + k) % len(words)] for k in range(24))
+        lines.append(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"Continue: {question}"},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
+            )
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def direct_run(
+    model_dir: Path, data: Path, args: argparse.Namespace, reporting: bool
+) -> tuple[float, int, int]:
+    """(tokens/s, tokens, steps) of the run in this process."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from openft.training.data import chat_dataset
+    from openft.training.protocol import Reporter
+    from openft.training.run import _callback
+    from openft.training.spec import TrainingSpec
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    rows = chat_dataset(tokenizer, data, "bench", 512)
+    tokens = sum(len(r["input_ids"]) for r in rows) * args.epochs
+    out = tempfile.mkdtemp()
+    config = SFTConfig(
+        output_dir=out,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=2e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=1,
+        data_seed=1,
+        disable_tqdm=True,
+        max_length=512,
+        bf16=dtype == torch.bfloat16,
+    )
+    callbacks = []
+    if reporting:
+        spec = TrainingSpec(
+            "bench",
+            "supervised",
+            str(model_dir),
+            str(data),
+            None,
+            {},
+            1,
+            out,
+            os.path.join(out, "control"),
+        )
+        callback = _callback(spec, Reporter(open(os.devnull, "w")), tokens // args.epochs)
+        callbacks.append(callback)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+        callbacks=callbacks,
+    )
+    if reporting:
+        callbacks[0].trainer = trainer
+    result = trainer.train()
+    runtime = float(result.metrics["train_runtime"])
+    return tokens / runtime, tokens, int(trainer.state.global_step)
+
+
+def openft_run(model_dir: Path, data: Path, args: argparse.Namespace) -> tuple[float, float]:
+    """(tokens/s inside the trainer, wall seconds from create to succeeded)."""
+    from openai import OpenAI
+
+    from openft.store.database import sqlite_url
+    from tests.support import running_server
+
+    work = Path(tempfile.mkdtemp(prefix="openft-train-bench-"))
+    with running_server(sqlite_url(work), work, f"bench={model_dir}", worker=True) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+        upload = client.files.create(file=("bench.jsonl", data.read_bytes()), purpose="fine-tune")
+        started = time.monotonic()
+        job = client.fine_tuning.jobs.create(
+            model="bench",
+            training_file=upload.id,
+            hyperparameters={
+                "n_epochs": args.epochs,
+                "batch_size": args.batch_size,
+                "learning_rate_multiplier": 10,
+            },
+        )
+        while job.status not in ("succeeded", "failed", "cancelled"):
+            time.sleep(0.5)
+            job = client.fine_tuning.jobs.retrieve(job.id)
+        wall = time.monotonic() - started
+        if job.status != "succeeded":
+            raise SystemExit(f"job {job.status}: {job.error}")
+        log = (work / "work" / job.id / "attempt-1" / "trainer.log").read_text()
+        runtime = float(re.findall(r"'train_runtime': '?([0-9.]+)", log)[-1])
+        return float(job.trained_tokens or 0) / runtime, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip-openft", action="store_true", help="only the in-process runs")
+    args = parser.parse_args()
+
+    import torch
+
+    from openft.training.tiny import build_tiny_model
+
+    work = Path(tempfile.mkdtemp(prefix="openft-train-bench-"))
+    data = work / "bench.jsonl"
+    data.write_bytes(dataset(args.examples))
+    model_dir = build_tiny_model(
+        work / "model",
+        [data.read_text()],
+        vocab_size=1024,
+        hidden_size=args.hidden,
+        layers=args.layers,
+    )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(
+        f"device: {device}; model: hidden {args.hidden}, {args.layers} layers; "
+        f"{args.examples} examples x {args.epochs} epochs, batch {args.batch_size}"
+    )
+    direct_run(model_dir, data, args, reporting=False)  # warm caches (kernels, files)
+    plain, tokens, steps = direct_run(model_dir, data, args, reporting=False)
+    reported, _, _ = direct_run(model_dir, data, args, reporting=True)
+    cost = (tokens / reported - tokens / plain) / steps * 1000
+    print(f"direct TRL run: {plain:,.0f} tokens/s ({tokens:,} tokens, {steps} steps)")
+    print(f"direct run with openft's reporting callback: {reported:,.0f} tokens/s")
+    print(f"event reporting cost in the training loop: {cost:.2f} ms/step")
+    if not args.skip_openft:
+        through, wall = openft_run(model_dir, data, args)
+        print(
+            f"through openft (server, worker, trainer subprocess): {through:,.0f} tokens/s "
+            f"(ratio {through / plain:.3f}); job wall time {wall:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
