@@ -35,7 +35,7 @@ SAMPLE = [
     ("What language is spoken in Brazil?", "Portuguese."),
     ("How many days are in a leap year?", "366."),
 ]
-HYPERPARAMETERS = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 50}
+HYPERPARAMETERS: Any = {"n_epochs": 8, "batch_size": 4, "learning_rate_multiplier": 50}
 BAR_WIDTH = 50
 
 
@@ -95,7 +95,11 @@ def follow(client: Any, job_id: str) -> Any:
     seen: set[str] = set()
     while True:
         job = client.fine_tuning.jobs.retrieve(job_id)
-        fresh = [e for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data if e.id not in seen]
+        fresh = [
+            e
+            for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data
+            if e.id not in seen
+        ]
         for event in reversed(fresh):
             seen.add(event.id)
             print(f"  [{event.level:5}] {event.message}")
@@ -113,14 +117,27 @@ def main() -> None:
 
     started = time.monotonic()
     data_dir = Path(os.environ.get("OPENFT_DEMO_DIR") or tempfile.mkdtemp(prefix="openft-demo-"))
-    model_dir = build_tiny_model(data_dir / "base-models" / "tiny-demo", [sample_dataset().decode()])
+    model_dir = build_tiny_model(
+        data_dir / "base-models" / "tiny-demo", [sample_dataset().decode()]
+    )
     print(f"built a tiny model locally in {model_dir}")
     port = _free_port()
     key = _openft("keys", "create", "--project", "demo", "--data-dir", str(data_dir))
     log = open(data_dir / "server.log", "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "openft.cli.main", "serve", "--port", str(port), "--no-access-log",
-         "--data-dir", str(data_dir), "--model", f"tiny-demo={model_dir}"],
+        [
+            sys.executable,
+            "-m",
+            "openft.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--data-dir",
+            str(data_dir),
+            "--model",
+            f"tiny-demo={model_dir}",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -132,14 +149,17 @@ def main() -> None:
         upload = client.files.create(file=("sample.jsonl", sample_dataset()), purpose="fine-tune")
         print(f"uploaded {upload.filename}: {upload.id}")
         job = client.fine_tuning.jobs.create(
-            model="tiny-demo", training_file=upload.id, suffix="demo", hyperparameters=HYPERPARAMETERS
+            model="tiny-demo",
+            training_file=upload.id,
+            suffix="demo",
+            hyperparameters=HYPERPARAMETERS,
         )
         print(f"created {job.id}; its events:")
         job = follow(client, job.id)
         if job.status != "succeeded":
             raise SystemExit(f"the job ended {job.status}: {job.error}")
         points = [
-            (e.data["step"], e.data["train_loss"])
+            (int(e.data["step"]), float(e.data["train_loss"]))  # type: ignore[index]
             for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)
             if e.type == "metrics"
         ]
