@@ -3,53 +3,15 @@ against OpenAI's published schemas and the Nebius seed's schema."""
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
 from tests.acceptance.helpers import queued_job
+from tests.schemas import CONTRACT, assert_valid
 from tests.support import Server, chat_file
-
-CONTRACT = Path(__file__).parent.parent / "contract"
-
-
-def _openapi30_bounds(node: Any) -> Any:
-    """OpenAI's document still writes some bounds the OpenAPI 3.0 way (`minimum: 0` with
-    `exclusiveMinimum: true`); JSON Schema 2020-12 wants `exclusiveMinimum: 0`."""
-    if isinstance(node, dict):
-        if node.get("exclusiveMinimum") is True and "minimum" in node:
-            node = {k: v for k, v in node.items() if k != "minimum"} | {
-                "exclusiveMinimum": node["minimum"]
-            }
-        return {k: _openapi30_bounds(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_openapi30_bounds(v) for v in node]
-    return node
-
-
-@cache
-def validator(document: str, schema: str) -> Draft202012Validator:
-    spec = _openapi30_bounds(yaml.safe_load((CONTRACT / document).read_text()))
-    registry = Registry().with_resource(
-        "urn:spec", Resource.from_contents(spec, default_specification=_DRAFT)
-    )
-    return Draft202012Validator(
-        {"$ref": f"urn:spec#/components/schemas/{schema}"}, registry=registry
-    )
-
-
-from referencing.jsonschema import DRAFT202012 as _DRAFT  # noqa: E402
-
-
-def assert_valid(document: str, schema: str, body: Any) -> None:
-    errors = sorted(validator(document, schema).iter_errors(body), key=str)
-    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:5])
 
 
 @pytest.fixture

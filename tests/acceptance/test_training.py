@@ -8,11 +8,13 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
 from tests.conftest import BACKENDS, _fresh_database
+from tests.schemas import assert_valid
 from tests.support import (
     TERMINAL,
     Server,
@@ -139,6 +141,21 @@ def test_a_supervised_job_really_trains_and_reports_like_openai(
             metrics[checkpoint.step_number - 1]["train_loss"]
         )
     assert sum("Checkpoint created at step" in t for t in texts) == 3
+
+    # The wire bodies match OpenAI's published schemas once the job has really run.
+    with httpx.Client(
+        base_url=trainer.base_url, headers={"Authorization": f"Bearer {trainer.key}"}
+    ) as http:
+        assert_valid(
+            "openai-fine-tuning.yaml",
+            "FineTuningJob",
+            http.get(f"/fine_tuning/jobs/{job.id}").json(),
+        )
+        listed = http.get(f"/fine_tuning/jobs/{job.id}/checkpoints").json()
+        assert_valid("openai-fine-tuning.yaml", "ListFineTuningJobCheckpointsResponse", listed)
+        page = http.get(f"/fine_tuning/jobs/{job.id}/events", params={"limit": 100}).json()
+        assert_valid("openai-fine-tuning.yaml", "ListFineTuningJobEventsResponse", page)
+        assert_valid("nebius-events.yaml", "ListEventsResponse", page)
 
     (result,) = job.result_files
     rows = list(csv.DictReader(io.StringIO(client.files.content(result).read().decode())))
