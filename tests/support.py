@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, make_url, text
+
+from openft.cli.local import local_server, openft_command
 
 POSTGRES_ENV = "OPENFT_TEST_POSTGRES_URL"
 
@@ -87,23 +86,9 @@ def preference_file(n: int = 12) -> bytes:
     return ("\n".join(preference_line(i) for i in range(n)) + "\n").encode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def openft(*args: str, env: dict[str, str] | None = None) -> str:
     """Run the `openft` CLI in a subprocess and return its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-m", "openft.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return openft_command(*args, env=env) + "\n"
 
 
 @dataclass
@@ -136,49 +121,19 @@ def running_server(
     env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start `openft serve` on a free loopback port (with its embedded worker if
-    `worker`); stop it on exit."""
-    port = free_port()
+    `worker`) and a key of project "acme"; stop it on exit."""
     location = ["--data-dir", str(data_dir), "--database-url", database_url]
     key = openft("keys", "create", "--project", "acme", *location).strip()
-    log = open(data_dir / "server.log", "wb")
     model_flags = [flag for model in models for flag in ("--model", model)]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openft.cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--worker" if worker else "--no-worker",
-            *location,
-            *model_flags,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "OPENFT_REVALIDATE_AFTER_SECONDS": "1", **(env or {})},
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((data_dir / "server.log").read_text())
-            time.sleep(0.1)
-        yield Server(f"{base_url}/v1", key, database_url, data_dir, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with local_server(
+        data_dir,
+        "--database-url",
+        database_url,
+        "--worker" if worker else "--no-worker",
+        *model_flags,
+        env={"OPENFT_REVALIDATE_AFTER_SECONDS": "1", **(env or {})},
+    ) as (url, process):
+        yield Server(f"{url}/v1", key, database_url, data_dir, process)
 
 
 def toy_chat_file(n: int = 16) -> bytes:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from openft.cli.local import local_server, openft_command
 
 SAMPLE = [
     ("What is the capital of France?", "Paris."),
@@ -53,32 +50,6 @@ def sample_dataset() -> bytes:
         for question, answer in SAMPLE
     ]
     return ("\n".join(lines) + "\n").encode()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _openft(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "openft.cli.main", *args], capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-def _wait_healthy(base: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if server.poll() is not None:
-            raise SystemExit("openft serve exited; see its log")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("openft serve did not start")
 
 
 def loss_curve(points: list[tuple[int, float]]) -> str:
@@ -121,29 +92,8 @@ def main() -> None:
         data_dir / "base-models" / "tiny-demo", [sample_dataset().decode()]
     )
     print(f"built a tiny model locally in {model_dir}")
-    port = _free_port()
-    key = _openft("keys", "create", "--project", "demo", "--data-dir", str(data_dir))
-    log = open(data_dir / "server.log", "wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openft.cli.main",
-            "serve",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--data-dir",
-            str(data_dir),
-            "--model",
-            f"tiny-demo={model_dir}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(base, server)
+    key = openft_command("keys", "create", "--project", "demo", "--data-dir", str(data_dir))
+    with local_server(data_dir, "--model", f"tiny-demo={model_dir}") as (base, _server):
         print(f"openft is serving on {base} (data and logs in {data_dir})")
         client = OpenAI(base_url=f"{base}/v1", api_key=key)
         upload = client.files.create(file=("sample.jsonl", sample_dataset()), purpose="fine-tune")
@@ -170,10 +120,6 @@ def main() -> None:
         print(f"checkpoints: {', '.join(c.fine_tuned_model_checkpoint for c in checkpoints)}")
         print(f"adapter (loads with peft): {data_dir / 'models' / job.id / 'adapter'}")
         print(f"results file: {job.result_files[0]}; done in {time.monotonic() - started:.0f} s")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 if __name__ == "__main__":

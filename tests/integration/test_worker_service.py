@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from openft.domain.entities import EventDraft, EventType, JobStatus, Principal
+from openft.domain.errors import LeaseLost
 from openft.domain.messages import step_metrics
 from openft.services.container import Services
 from openft.services.jobs import NewJob
-from openft.services.worker import LeaseLost
 from tests.support import chat_file
 
 

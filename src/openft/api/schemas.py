@@ -325,3 +325,14 @@ def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "metrics": checkpoint.metrics,
         "step_number": checkpoint.step_number,
     }
+
+
+def id_list(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A list page with OpenAI's `first_id` and `last_id` (null when it is empty)."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

@@ -64,10 +64,26 @@ class NotFound(OpenFTError):
     default_code = "not_found"
 
 
+class LeaseLost(OpenFTError):
+    """The worker no longer holds this job: it must stop working on it."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "lease_lost"
+
+
 class PayloadTooLarge(OpenFTError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "file_too_large"
+
+
+class StoreUnavailable(OpenFTError):
+    """The database failed in a way the caller cannot fix: retry later."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "store_unavailable"
 
 
 class SchemaMismatch(OpenFTError):

@@ -28,7 +28,7 @@ from openft.domain.entities import (
     JobStatus,
     Method,
 )
-from openft.domain.errors import OpenFTError
+from openft.domain.errors import LeaseLost, NotFound
 from openft.domain.hyperparameters import resolve
 from openft.domain.ids import new_checkpoint_id
 from openft.domain.naming import checkpoint_model, fine_tuned_model
@@ -42,7 +42,7 @@ from openft.store import events as events_store
 from openft.store import files as files_store
 from openft.store import jobs as store
 from openft.store.database import Database
-from openft.store.jobs import _method_to_json
+from openft.store.jobs import method_to_json
 
 S = JobStatus
 RUNNING = frozenset({S.RUNNING})
@@ -58,14 +58,6 @@ METRICS_COLUMNS = (
 
 # Where each column comes from in a metrics event's data.
 _CSV_SOURCE = {"train_accuracy": "train_mean_token_accuracy"}
-
-
-class LeaseLost(OpenFTError):
-    """The worker no longer holds this job: it must stop working on it."""
-
-    status_code = 409
-    error_type = "invalid_request_error"
-    default_code = "lease_lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +125,7 @@ class WorkerService:
             resolved = Method(
                 job.method.type, resolve(job.method.hyperparameters, job.method.type, examples)
             )
-            store.update_job(conn, pk, now, method=_method_to_json(resolved))
+            store.update_job(conn, pk, now, method=method_to_json(resolved))
             latest = checkpoints_store.latest_checkpoint(conn, pk)
             attempt = job.lease.attempts
             started = (
@@ -351,14 +343,14 @@ class WorkerService:
         with self._db.read() as conn:
             _pk, job = self._held(conn, job_id, worker_id)
         if file_id not in (job.training_file, job.validation_file):
-            raise LeaseLost(f"File {file_id} is not an input of job {job_id}.", param="file_id")
+            raise NotFound(f"File {file_id} is not an input of job {job_id}.", param="file_id")
         return self._files.path(file_id)
 
     def checkpoint_archive(self, job_id: str, worker_id: str, checkpoint_id: str) -> Path:
         with self._db.read() as conn:
             pk, _job = self._held(conn, job_id, worker_id)
             if checkpoints_store.checkpoint_pk(conn, pk, checkpoint_id) is None:
-                raise LeaseLost(
+                raise NotFound(
                     f"No checkpoint {checkpoint_id} in job {job_id}.", param="checkpoint_id"
                 )
         return self.artifacts.checkpoint_archive(job_id, checkpoint_id)

@@ -16,17 +16,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from openft.domain.errors import OpenFTError
+from openft.domain.errors import StoreUnavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-class StoreUnavailable(OpenFTError):
-    """The database failed in a way the caller cannot fix: retry later."""
-
-    status_code = 503
-    error_type = "server_error"
-    default_code = "store_unavailable"
 
 
 def sqlite_url(data_dir: Path) -> str:

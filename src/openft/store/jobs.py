@@ -18,7 +18,7 @@ from openft.domain.entities import (
     Page,
 )
 from openft.store.pages import keyset_page
-from openft.store.schema import jobs
+from openft.store.schema import jobs, projects
 
 _LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
 _FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_seq", *_LEASE)] + [
@@ -28,7 +28,7 @@ _FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_s
 MetadataFilter = dict[str, str] | None
 
 
-def _method_to_json(method: Method) -> dict[str, Any]:
+def method_to_json(method: Method) -> dict[str, Any]:
     return {"type": method.type.value, "hyperparameters": asdict(method.hyperparameters)}
 
 
@@ -71,7 +71,7 @@ def insert_job(conn: Connection, job: Job) -> int:
     values = {c.name: getattr(job, c.name) for c in _FIELDS if c.name not in _LEASE}
     values.update(
         status=job.status.value,
-        method=_method_to_json(job.method),
+        method=method_to_json(job.method),
         error=asdict(job.error) if job.error else None,
         updated_at=job.created_at,
         last_event_seq=0,
@@ -212,8 +212,6 @@ def stale_running_ids(conn: Connection, heartbeat_before: int) -> list[str]:
 
 
 def project_name(conn: Connection, project_id: str) -> str:
-    from openft.store.schema import projects
-
     return str(
         conn.execute(select(projects.c.name).where(projects.c.id == project_id)).scalar_one()
     )

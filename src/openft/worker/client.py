@@ -10,12 +10,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from openft.domain.errors import LeaseLost
+
 T = TypeVar("T")
 RETRIES = 5
-
-
-class LeaseLost(Exception):
-    """The server says this worker no longer holds the job: stop working on it."""
 
 
 class WorkerClient:

@@ -25,10 +25,11 @@ from typing import Any
 
 from openft.domain import messages
 from openft.domain.entities import EventDraft
+from openft.domain.errors import LeaseLost
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
 from openft.training.protocol import FD_ENV
 from openft.training.spec import TrainingSpec
-from openft.worker.client import LeaseLost, WorkerClient
+from openft.worker.client import WorkerClient
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.offload import read
 from openft.api.responses import JSON
-from openft.api.schemas import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json
+from openft.api.schemas import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json, id_list
 from openft.domain.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -86,16 +86,7 @@ async def list_files(
         limit=limit,
         newest_first=order == "desc",
     )
-    data = [file_json(f) for f in page.items]
-    return JSON(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    return JSON(id_list([file_json(f) for f in page.items], page.has_more))
 
 
 @router.get("/{file_id}", response_model=OpenAIFile, operation_id="retrieveFile")

@@ -17,6 +17,7 @@ from openft.api.schemas import (
     ListPaginatedFineTuningJobsResponse,
     checkpoint_json,
     event_json,
+    id_list,
     job_json,
 )
 from openft.domain.errors import InvalidRequest
@@ -196,13 +197,4 @@ async def list_checkpoints(
     page = await read(
         services, services.checkpoints.list, principal, fine_tuning_job_id, after=after, limit=limit
     )
-    data = [checkpoint_json(c) for c in page.items]
-    return JSON(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    return JSON(id_list([checkpoint_json(c) for c in page.items], page.has_more))
