@@ -7,11 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from openft.domain.entities import JobStatus, KeyScope, Principal
+from openft.domain.entities import Job, JobStatus, KeyScope, Principal
 from openft.domain.errors import InvalidCursor, InvalidRequest, InvalidTransition, NotFound
 from openft.services.container import Services
 from openft.services.jobs import NewJob
-from openft.store import jobs as jobs_store
 from tests.support import chat_file, chat_line, preference_file
 
 
@@ -128,15 +127,20 @@ def test_cancel_pause_resume_follow_the_status_machine(
     ]
 
 
-def test_cancelling_a_running_job_is_a_request_for_the_worker(
-    services: Services, principal: Principal
-) -> None:
+def running_job(services: Services, principal: Principal) -> Job:
+    """A job a worker has claimed."""
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
     services.jobs.validate(job.id)
-    with services.db.write() as conn:
-        pk, _ = jobs_store.get_job(conn, job.id)  # type: ignore[misc]
-        jobs_store.update_job(conn, pk, 0, status=JobStatus.RUNNING)
+    assignment = services.worker.claim("w1")
+    assert assignment is not None and assignment.job.id == job.id
+    return assignment.job
+
+
+def test_cancelling_a_running_job_is_a_request_for_the_worker(
+    services: Services, principal: Principal
+) -> None:
+    job = running_job(services, principal)
     requested = services.jobs.cancel(principal, job.id)
     assert requested.status is JobStatus.RUNNING and requested.control == "cancel"
     assert messages(services, principal, job.id)[-1].startswith("Cancellation requested")
@@ -147,12 +151,7 @@ def test_cancelling_a_running_job_is_a_request_for_the_worker(
 def test_pausing_a_running_job_is_a_request_that_resume_withdraws(
     services: Services, principal: Principal
 ) -> None:
-    train = upload(services, principal, chat_file())
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
-    services.jobs.validate(job.id)
-    with services.db.write() as conn:
-        pk, _ = jobs_store.get_job(conn, job.id)  # type: ignore[misc]
-        jobs_store.update_job(conn, pk, 0, status=JobStatus.RUNNING)
+    job = running_job(services, principal)
     paused = services.jobs.pause(principal, job.id)
     assert (paused.status, paused.control) == (JobStatus.RUNNING, "pause")
     resumed = services.jobs.resume(principal, job.id)
