@@ -7,13 +7,12 @@ Every call but claim names the worker in the `OpenFT-Worker` header and is answe
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from openft.api.auth import ServicesDep, WorkerPrincipal
@@ -102,30 +101,43 @@ def report_events(
     return JSON({"applied": applied})
 
 
-async def _multipart(request: Request) -> tuple[dict[str, Any], UploadFile]:
+class CheckpointMeta(BaseModel):
+    step: int = Field(ge=1)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class CompletionMeta(BaseModel):
+    trained_tokens: int = Field(ge=0)
+
+
+Meta = TypeVar("Meta", bound=BaseModel)
+
+
+async def _multipart(request: Request, shape: type[Meta]) -> tuple[Meta, UploadFile]:
+    """The `meta` (JSON, checked against `shape`) and `archive` fields of an upload."""
     form = await request.form(max_files=1, max_fields=4)
     meta, upload = form.get("meta"), form.get("archive")
     if not isinstance(meta, str) or not isinstance(upload, UploadFile):
         raise InvalidRequest("Send multipart fields 'meta' (JSON) and 'archive' (a file).")
     try:
-        parsed = orjson.loads(meta)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("'meta' is not valid JSON.", param="meta") from None
-    return parsed, upload
+        return shape.model_validate_json(meta), upload
+    except ValidationError as exc:
+        await upload.close()
+        raise InvalidRequest(f"Invalid 'meta': {exc.errors()[0]['msg']}.", param="meta") from None
 
 
 @router.post("/jobs/{job_id}/checkpoints", operation_id="workerAddCheckpoint")
 async def add_checkpoint(
     job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
-    meta, archive = await _multipart(request)
+    meta, archive = await _multipart(request, CheckpointMeta)
     try:
         checkpoint = await run_in_threadpool(
             services.worker.add_checkpoint,
             job_id,
             worker_id,
-            int(meta["step"]),
-            {k: float(v) for k, v in meta.get("metrics", {}).items()},
+            meta.step,
+            meta.metrics,
             _chunks(archive.file),
         )
     finally:
@@ -154,14 +166,11 @@ def job_file(
 async def complete(
     job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
-    meta, adapter = await _multipart(request)
+    meta, adapter = await _multipart(request, CompletionMeta)
     try:
         job = await run_in_threadpool(
             lambda: services.worker.complete(
-                job_id,
-                worker_id,
-                trained_tokens=int(meta["trained_tokens"]),
-                adapter=_chunks(adapter.file),
+                job_id, worker_id, trained_tokens=meta.trained_tokens, adapter=_chunks(adapter.file)
             )
         )
     finally:

@@ -1,0 +1,62 @@
+"""The worker protocol over HTTP: who may use it, and what bad calls get."""
+
+from __future__ import annotations
+
+import httpx
+from openai import OpenAI
+
+from tests.acceptance.helpers import upload_chat, wait_for_status
+from tests.support import Server
+
+
+def worker_http(server: Server, key: str, worker_id: str = "w-test") -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{server.base_url}/worker",
+        headers={"Authorization": f"Bearer {key}", "OpenFT-Worker": worker_id},
+    )
+
+
+def test_project_keys_cannot_use_the_worker_protocol(server: Server) -> None:
+    response = worker_http(server, server.key).post("/claim", json={"worker_id": "x"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_permissions"
+
+
+def test_claim_report_and_lease_errors(server: Server, client: OpenAI) -> None:
+    key = server.new_key("workers", scope="worker")
+    worker = worker_http(server, key)
+    # Drain what other tests left queued, so this test's job is the one claimed.
+    while worker.post("/claim", json={"worker_id": "drain"}).status_code == 200:
+        pass
+    assert worker.post("/claim", json={"worker_id": "w-test"}).status_code == 204
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload_chat(client))
+    wait_for_status(client, job.id, "queued")
+    claimed = worker.post("/claim", json={"worker_id": "w-test"})
+    assert claimed.status_code == 200 and claimed.json()["job"]["id"] == job.id
+    assert claimed.json()["job"]["hyperparameters"]["n_epochs"] == 9  # 12 examples: ceil(100/12)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+
+    bad_meta = worker.post(
+        f"/jobs/{job.id}/checkpoints",
+        data={"meta": '{"step": 0}'},
+        files={"archive": ("a.tar.gz", b"x")},
+    )
+    assert bad_meta.status_code == 400 and bad_meta.json()["error"]["param"] == "meta"
+    batch = {"batch": 1, "events": [{"message": "hello from a worker"}]}
+    assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": True}
+    assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": False}
+    assert (
+        client.fine_tuning.jobs.list_events(job.id, limit=1).data[0].message
+        == "hello from a worker"
+    )
+
+    other = worker_http(server, key, "someone-else")
+    lost = other.post(f"/jobs/{job.id}/heartbeat", json={})
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "lease_lost"
+    assert other.get(f"/jobs/{job.id}/files/{job.training_file}").status_code == 409
+    assert worker.get(f"/jobs/{job.id}/files/file-other").status_code == 404
+
+    client.fine_tuning.jobs.cancel(job.id)
+    assert worker.post(f"/jobs/{job.id}/heartbeat", json={}).json() == {"control": "cancel"}
+    assert worker.post(f"/jobs/{job.id}/stopped").json()["status"] == "cancelled"
+    assert worker.post(f"/jobs/{job.id}/heartbeat", json={}).status_code == 409
