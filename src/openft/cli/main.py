@@ -96,7 +96,7 @@ def serve(
         key, _project = services.keys.create(EMBEDDED_WORKER_PROJECT, KeyScope.WORKER)
         background.append(
             _worker_task(
-                f"http://127.0.0.1:{settings.port}",
+                f"http://{_loopback(settings.host)}:{settings.port}",
                 key,
                 f"embedded-{uuid.uuid4().hex[:8]}",
                 settings,
@@ -114,6 +114,15 @@ def serve(
 
 
 EMBEDDED_WORKER_PROJECT = "openft-embedded-worker"
+
+
+def _loopback(host: str) -> str:
+    """Where this process's own worker reaches the server it binds to `host`."""
+    if host in ("0.0.0.0", "", "localhost"):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _worker_task(base_url: str, key: str, worker_id: str, settings: Settings) -> Any:

@@ -252,6 +252,7 @@ class JobRunner:
             os.close(read_fd)
             code = self._process.wait()
             heartbeats.join(timeout=self.settings.heartbeat_seconds + 5)
+        self._clean_up()
         if finished or self._lease_lost.is_set() or self._stop.is_set():
             return
         self._flush()
@@ -269,6 +270,12 @@ class JobRunner:
             "Try a smaller batch_size or max_length; the worker's log has the details.",
             None,
         )
+
+    def _clean_up(self) -> None:
+        """Drop the attempt's inputs and outputs (the server has what it needs); keep its
+        spec and the trainer's log for diagnosis."""
+        for name in ("inputs", "out"):
+            shutil.rmtree(self.dir / name, ignore_errors=True)
 
     def _relay(self, read_fd: int) -> bool:
         buffer = b""
