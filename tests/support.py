@@ -86,11 +86,6 @@ def preference_file(n: int = 12) -> bytes:
     return ("\n".join(preference_line(i) for i in range(n)) + "\n").encode()
 
 
-def openft(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run the `openft` CLI in a subprocess and return its stdout."""
-    return openft_command(*args, env=env) + "\n"
-
-
 @dataclass
 class Server:
     base_url: str
@@ -100,9 +95,9 @@ class Server:
     process: subprocess.Popen[bytes]
 
     def new_key(self, project: str, scope: str = "project") -> str:
-        return openft(
+        return openft_command(
             "keys", "create", "--project", project, "--scope", scope, *self.location()
-        ).strip()
+        )
 
     @property
     def root_url(self) -> str:
@@ -123,7 +118,7 @@ def running_server(
     """Start `openft serve` on a free loopback port (with its embedded worker if
     `worker`) and a key of project "acme"; stop it on exit."""
     location = ["--data-dir", str(data_dir), "--database-url", database_url]
-    key = openft("keys", "create", "--project", "acme", *location).strip()
+    key = openft_command("keys", "create", "--project", "acme", *location)
     model_flags = [flag for model in models for flag in ("--model", model)]
     with local_server(
         data_dir,

@@ -16,6 +16,7 @@ import typer
 
 from openft.domain.entities import KeyScope
 from openft.domain.errors import SchemaMismatch
+from openft.services.keys import DEFAULT_PROJECT
 from openft.settings import Settings
 
 app = typer.Typer(
@@ -178,7 +179,7 @@ def worker_command(
 def keys_create(
     project: Annotated[
         str, typer.Option(help="The project the key belongs to (created if new).")
-    ] = "default",
+    ] = DEFAULT_PROJECT,
     scope: Annotated[
         KeyScope, typer.Option(help="project: the public API; worker: may also report into jobs.")
     ] = KeyScope.PROJECT,

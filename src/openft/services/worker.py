@@ -107,6 +107,24 @@ class WorkerService:
             )
         return pk, job
 
+    @staticmethod
+    def _finish(
+        conn: Connection, pk: int, job_id: str, now: int, drafts: list[EventDraft], **fields: Any
+    ) -> Job:
+        """End the worker's hold: set `fields` (the job's next status), announce it with
+        `drafts` in the same transaction, and return the job as it now is."""
+        store.release_lease(conn, pk, now, control=None, estimated_finish=None, **fields)
+        events_store.append_events(conn, pk, drafts, now)
+        return store.get_job(conn, job_id)[1]  # type: ignore[index]
+
+    @staticmethod
+    def _stop_outcome(control: str | None, now: int) -> tuple[dict[str, Any], list[EventDraft]]:
+        """What a job that stops at a control request becomes: paused for "pause",
+        cancelled for "cancel" (and for a stop with no request left pending)."""
+        if control == "pause":
+            return {"status": S.PAUSED}, [messages.paused()]
+        return {"status": S.CANCELLED, "finished_at": now}, [messages.cancelled()]
+
     def _name(self, conn: Connection, job: Job) -> str:
         project = store.project_name(conn, job.project_id)
         return fine_tuned_model(job.model, project, job.suffix, job.id)
@@ -245,54 +263,41 @@ class WorkerService:
         with self._db.write() as conn:
             pk, job = self._held(conn, job_id, worker_id)
             name = self._name(conn, job)
-            store.release_lease(
+            return self._finish(
                 conn,
                 pk,
+                job_id,
                 now,
+                [messages.model_created(name), messages.succeeded()],
                 status=S.SUCCEEDED,
                 finished_at=now,
                 fine_tuned_model=name,
                 trained_tokens=trained_tokens,
-                estimated_finish=None,
                 result_files=[results.id],
-                control=None,
             )
-            events_store.append_events(
-                conn, pk, [messages.model_created(name), messages.succeeded()], now
-            )
-            return store.get_job(conn, job_id)[1]  # type: ignore[index]
 
     def fail(self, job_id: str, worker_id: str, error: JobError) -> Job:
         now = self._clock()
         with self._db.write() as conn:
             pk, _job = self._held(conn, job_id, worker_id)
-            store.release_lease(
+            return self._finish(
                 conn,
                 pk,
+                job_id,
                 now,
+                [messages.failed(error)],
                 status=S.FAILED,
                 finished_at=now,
                 error=error,
-                control=None,
-                estimated_finish=None,
             )
-            events_store.append_events(conn, pk, [messages.failed(error)], now)
-            return store.get_job(conn, job_id)[1]  # type: ignore[index]
 
     def stopped(self, job_id: str, worker_id: str) -> Job:
         """The worker stopped the job as its control asked: it is now cancelled or paused."""
         now = self._clock()
         with self._db.write() as conn:
             pk, job = self._held(conn, job_id, worker_id)
-            if job.control == "pause":
-                fields: dict[str, object] = {"status": S.PAUSED}
-                drafts = [messages.paused()]
-            else:
-                fields = {"status": S.CANCELLED, "finished_at": now}
-                drafts = [messages.cancelled()]
-            store.release_lease(conn, pk, now, control=None, estimated_finish=None, **fields)
-            events_store.append_events(conn, pk, drafts, now)
-            return store.get_job(conn, job_id)[1]  # type: ignore[index]
+            fields, drafts = self._stop_outcome(job.control, now)
+            return self._finish(conn, pk, job_id, now, drafts, **fields)
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -316,12 +321,8 @@ class WorkerService:
                 if lease.heartbeat_at >= now - self.heartbeat_timeout:
                     continue  # it spoke up since we looked
                 attempts = lease.attempts
-                if job.control == "cancel":
-                    fields: dict[str, object] = {"status": S.CANCELLED, "finished_at": now}
-                    drafts = [messages.cancelled()]
-                elif job.control == "pause":
-                    fields = {"status": S.PAUSED}
-                    drafts = [messages.paused()]
+                if job.control is not None:
+                    fields, drafts = self._stop_outcome(job.control, now)
                 elif attempts >= self.max_attempts:
                     error = JobError(
                         "worker_lost",
@@ -333,8 +334,7 @@ class WorkerService:
                 else:
                     fields = {"status": S.QUEUED}
                     drafts = [messages.worker_lost(attempts, self.max_attempts)]
-                store.release_lease(conn, pk, now, control=None, estimated_finish=None, **fields)
-                events_store.append_events(conn, pk, drafts, now)
+                self._finish(conn, pk, job_id, now, drafts, **fields)
                 recovered += 1
         return recovered
 
