@@ -1,6 +1,6 @@
-"""Server settings from flags and OPENFT_* environment variables (pydantic-settings).
-
-Nothing is read at import time: the CLI builds a `Settings` when a command runs.
+"""Server and worker settings from flags and OPENFT_* environment variables
+(pydantic-settings): plain values only. The CLI's wiring builds what each part needs
+from them. Nothing is read at import time: the CLI builds a `Settings` when a command runs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from openft.domain.entities import BaseModel
-from openft.store.database import sqlite_url
-from openft.worker.runner import RunnerSettings
 
 MiB = 1024 * 1024
 
@@ -34,6 +32,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # The SQLite database (unless `database_url` names another) and the blobs live here.
     data_dir: Path = Path("openft-data")
     database_url: str | None = None
     # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
@@ -52,21 +51,6 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch
     metrics_every: int = Field(default=1, ge=1)  # steps between metrics events
     work_dir: Path | None = None  # default: <data dir>/work
-
-    def runner_settings(self) -> RunnerSettings:
-        return RunnerSettings(
-            work_dir=self.work_dir or self.data_dir / "work",
-            heartbeat_seconds=self.heartbeat_seconds,
-            metrics_every=self.metrics_every,
-            checkpoint_every=self.checkpoint_every,
-        )
-
-    def resolved_database_url(self) -> str:
-        return self.database_url or sqlite_url(self.data_dir)
-
-    @property
-    def files_dir(self) -> Path:
-        return self.data_dir / "files"
 
     def base_models(self, extra: list[str] | None = None) -> list[BaseModel]:
         return parse_models([self.models, *(extra or [])])

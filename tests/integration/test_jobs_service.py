@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from openft.domain.entities import Job, JobStatus, KeyScope, Principal
+from openft.domain.entities import Job, JobStatus, KeyScope, MetadataFilter, Principal
 from openft.domain.errors import InvalidCursor, InvalidRequest, InvalidTransition, NotFound
 from openft.services.container import Services
 from openft.services.jobs import NewJob
@@ -202,11 +202,11 @@ def test_list_pages_newest_first_and_filters_metadata(
     assert [j.id for j in first.items] == created[::-1][:3] and first.has_more
     rest = services.jobs.list(principal, after=first.items[-1].id, limit=3)
     assert [j.id for j in rest.items] == [created[0]] and not rest.has_more
-    team_a = services.jobs.list(principal, metadata={"team": "a"})
+    team_a = services.jobs.list(principal, metadata=MetadataFilter({"team": "a"}))
     assert [j.id for j in team_a.items] == [created[3], created[0]]
-    both = services.jobs.list(principal, metadata={"team": "a", "env": "prod"})
+    both = services.jobs.list(principal, metadata=MetadataFilter({"team": "a", "env": "prod"}))
     assert [j.id for j in both.items] == [created[3]]
-    assert [j.id for j in services.jobs.list(principal, metadata=None).items] == [created[1]]
+    assert [j.id for j in services.jobs.list(principal, metadata=MetadataFilter(None)).items] == [created[1]]
     with pytest.raises(InvalidCursor):
         services.jobs.list(principal, after="ftjob-unknown")
 

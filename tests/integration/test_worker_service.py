@@ -159,4 +159,4 @@ def test_checkpoints_are_listed_newest_first_and_resumed_from(
     services.worker.recover_stale()
     assignment = services.worker.claim("w2")
     assert assignment is not None and assignment.resume_from == second
-    assert services.worker.checkpoint_archive(job_id, "w2", second.id).read_bytes() == b"b"
+    assert b"".join(services.worker.checkpoint_archive(job_id, "w2", second.id).chunks) == b"b"

@@ -7,9 +7,12 @@ the bodies against OpenAI's and Nebius' published schemas instead)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+
+from openft.domain.entities import Blob
 
 
 class JSON(Response):
@@ -17,3 +20,11 @@ class JSON(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+def blob_response(blob: Blob, media_type: str, filename: str | None = None) -> StreamingResponse:
+    """Stream a blob with its length (and, given a `filename`, as an attachment)."""
+    headers = {"content-length": str(blob.size)}
+    if filename is not None:
+        headers["content-disposition"] = f"attachment; filename*=utf-8''{quote(filename)}"
+    return StreamingResponse(blob.chunks, media_type=media_type, headers=headers)

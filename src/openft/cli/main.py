@@ -127,13 +127,14 @@ def _loopback(host: str) -> str:
 
 
 def _worker_task(base_url: str, key: str, worker_id: str, settings: Settings) -> Any:
+    from openft.cli.wiring import runner_settings
     from openft.worker.client import WorkerClient
     from openft.worker.loop import run_worker
 
     def task(stop: threading.Event) -> None:
         client = WorkerClient(base_url, key, worker_id)
         try:
-            run_worker(client, settings.runner_settings(), stop)
+            run_worker(client, runner_settings(settings), stop)
         finally:
             client.close()
 
@@ -212,12 +213,11 @@ def demo() -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Upgrade the database schema to this openft's revision (never drops data)."""
+    from openft.cli.wiring import database_url as url_of
     from openft.store.database import make_admin_engine
     from openft.store.migrate import current_revision, head_revision, upgrade
 
-    engine = make_admin_engine(
-        _settings(data_dir=data_dir, database_url=database_url).resolved_database_url()
-    )
+    engine = make_admin_engine(url_of(_settings(data_dir=data_dir, database_url=database_url)))
     before = current_revision(engine)
     upgrade(engine)
     typer.echo(f"schema: {before or 'empty'} -> {head_revision()}")

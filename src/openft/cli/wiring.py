@@ -1,4 +1,4 @@
-"""The one place where concrete stores and services are built and connected."""
+"""The one place where concrete stores, services and workers are built from settings."""
 
 from __future__ import annotations
 
@@ -14,8 +14,24 @@ from openft.services.keys import KeyService
 from openft.services.models import ModelService
 from openft.services.worker import WorkerService
 from openft.settings import Settings
-from openft.store.database import Database, make_engine
+from openft.store.database import Database, make_engine, sqlite_url
+from openft.store.local_blobs import LocalBlobs
 from openft.store.migrate import ensure_schema
+from openft.worker.runner import RunnerSettings
+
+
+def database_url(settings: Settings) -> str:
+    """The database the settings name: SQLite in the data directory unless told otherwise."""
+    return settings.database_url or sqlite_url(settings.data_dir)
+
+
+def runner_settings(settings: Settings) -> RunnerSettings:
+    return RunnerSettings(
+        work_dir=settings.work_dir or settings.data_dir / "work",
+        heartbeat_seconds=settings.heartbeat_seconds,
+        metrics_every=settings.metrics_every,
+        checkpoint_every=settings.checkpoint_every,
+    )
 
 
 def build_services(settings: Settings, base_models: list[BaseModel] | None = None) -> Services:
@@ -23,10 +39,11 @@ def build_services(settings: Settings, base_models: list[BaseModel] | None = Non
 
     Raises `SchemaMismatch` when the database holds a schema other than ours.
     """
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(database_url(settings))
     ensure_schema(engine)
     db = Database(engine)
-    files = FileService(db, settings.files_dir, settings.max_upload_bytes)
+    blobs = LocalBlobs(settings.data_dir)
+    files = FileService(db, blobs, settings.max_upload_bytes)
     if base_models is None:
         base_models = settings.base_models()
     models = ModelService(db, base_models, system_clock())
@@ -42,7 +59,7 @@ def build_services(settings: Settings, base_models: list[BaseModel] | None = Non
             db,
             files,
             models,
-            Artifacts(settings.data_dir),
+            Artifacts(blobs),
             heartbeat_timeout=settings.heartbeat_timeout_seconds,
             max_attempts=settings.max_attempts,
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
@@ -32,6 +33,13 @@ class EventLevel(StrEnum):
 class EventType(StrEnum):
     MESSAGE = "message"
     METRICS = "metrics"
+
+
+class Control(StrEnum):
+    """A request a running job's worker must act on at its next step."""
+
+    CANCEL = "cancel"
+    PAUSE = "pause"
 
 
 class KeyScope(StrEnum):
@@ -154,9 +162,38 @@ class Job:
     estimated_finish: int | None = None
     error: JobError | None = None
     result_files: list[str] = field(default_factory=list)
-    # A pending request the worker must act on at its next step: "cancel" or "pause".
-    control: str | None = None
+    # A pending request the worker must act on at its next step.
+    control: Control | None = None
     lease: Lease | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a job becomes when a worker's hold on it ends: its next status and what
+    comes with it (the error of a failure, the model and results of a success)."""
+
+    status: JobStatus
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    result_files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EventLog:
+    """Where a job's event log stands: what reading a page of it needs, without the job."""
+
+    job_id: str
+    event_key: str
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataFilter:
+    """Jobs whose metadata holds every key of `pairs` with its value; with `pairs`
+    None, the jobs created without metadata (OpenAI's `metadata=null`)."""
+
+    pairs: dict[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +254,25 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model as `/v1/models` lists it."""
+
+    id: str
+    created: int
+    owned_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class BaseModel:
     """A base model the server offers: a public name and where its weights come from."""
 
     name: str
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """Stored bytes opened for reading: their length, and the bytes in chunks (read once)."""
+
+    size: int
+    chunks: Iterator[bytes]

@@ -11,12 +11,12 @@ from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.models import ModelService
 from openft.services.worker import WorkerService
-from openft.store.database import Database
+from openft.store.interface import Store
 
 
 @dataclass
 class Services:
-    db: Database
+    db: Store
     keys: KeyService
     files: FileService
     jobs: JobService
@@ -24,6 +24,11 @@ class Services:
     models: ModelService
     checkpoints: CheckpointService
     worker: WorkerService
+
+    def check_health(self) -> None:
+        """Raise unless the database answers."""
+        with self.db.read() as tx:
+            tx.ping()
 
     def close(self) -> None:
         self.db.dispose()

@@ -8,9 +8,7 @@ from openft.domain.entities import Event, EventDraft, Page, Principal
 from openft.domain.errors import InvalidCursor, NotFound
 from openft.domain.ids import parse_event_id
 from openft.services.clock import Clock, system_clock
-from openft.store import events as store
-from openft.store import jobs as jobs_store
-from openft.store.database import Database
+from openft.store.interface import Store
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -25,17 +23,16 @@ def job_not_found(job_id: str) -> NotFound:
 
 
 class EventService:
-    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
+    def __init__(self, db: Store, clock: Clock = system_clock) -> None:
         self._db = db
         self._clock = clock
 
     def append(self, job_id: str, drafts: Sequence[EventDraft]) -> list[Event]:
         """Append a batch to a job's log in one transaction (the worker's path)."""
-        with self._db.write() as conn:
-            found = jobs_store.job_ref(conn, job_id)
-            if found is None:
+        with self._db.write() as tx:
+            if tx.event_log(job_id) is None:
                 raise job_not_found(job_id)
-            return store.append_events(conn, found.pk, drafts, self._clock())
+            return tx.append_events(job_id, drafts, self._clock())
 
     def list(
         self,
@@ -46,18 +43,18 @@ class EventService:
         limit: int = DEFAULT_LIMIT,
     ) -> Page[Event]:
         """Events newest first; `after` an event id of this job: only those older than it."""
-        with self._db.read() as conn:
-            ref = jobs_store.job_ref(conn, job_id, principal.project_id)
-            if ref is None:
+        with self._db.read() as tx:
+            log = tx.event_log(job_id, principal.project_id)
+            if log is None:
                 raise job_not_found(job_id)
             before = None
             if after is not None:
                 parsed = parse_event_id(after)
                 # Sequence numbers are gap-free from 1, so the range check is an existence check.
-                if parsed is None or parsed[0] != ref.event_key or parsed[1] > ref.last_event_seq:
+                if parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq:
                     raise InvalidCursor(
                         f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
                         param="after",
                     )
                 before = parsed[1]
-            return store.list_events(conn, ref.pk, ref.event_key, before_seq=before, limit=limit)
+            return tx.events_page(log, before_seq=before, limit=limit)

@@ -1,18 +1,16 @@
-"""Files: streamed to disk while hashed and validated, recorded only once complete.
+"""Files: streamed to the blob store while hashed and validated, recorded only once complete.
 
-The bytes of file `file-X` live at `<files dir>/file-X`. An upload is written to a
-temporary name and renamed into place before its record is committed, so a record
-never points at a partial file; a crash in between leaves at worst an orphan blob.
+The bytes of file `file-X` are the blob `files/file-X`. A blob is stored whole before its
+record is committed, so a record never points at a partial file; a crash in between
+leaves at worst an orphan blob.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
-from openft.domain.entities import Page, Principal, StoredFile
+from openft.domain.entities import Blob, Page, Principal, StoredFile
 from openft.domain.errors import (
     InvalidCursor,
     InvalidFile,
@@ -21,10 +19,9 @@ from openft.domain.errors import (
     PayloadTooLarge,
 )
 from openft.domain.ids import new_file_id
-from openft.domain.validation import FileValidator
+from openft.domain.validation import FileReport, FileValidator
 from openft.services.clock import Clock, system_clock
-from openft.store import files as store
-from openft.store.database import Database
+from openft.store.interface import BlobStore, Store
 
 FINE_TUNE = "fine-tune"
 FINE_TUNE_RESULTS = "fine-tune-results"
@@ -32,18 +29,26 @@ MULTIPART_ALLOWANCE = 64 * 1024
 UPLOAD_PURPOSES = frozenset({"assistants", "batch", FINE_TUNE, "vision", "user_data", "evals"})
 
 
+def blob_key(file_id: str) -> str:
+    return f"files/{file_id}"
+
+
+def file_not_found(file_id: str) -> NotFound:
+    return NotFound(f"No such File object: {file_id}", param="file_id", code="file_not_found")
+
+
 class FileService:
     def __init__(
-        self, db: Database, files_dir: Path, max_bytes: int, clock: Clock = system_clock
+        self, db: Store, blobs: BlobStore, max_bytes: int, clock: Clock = system_clock
     ) -> None:
         self._db = db
-        self._dir = files_dir
+        self._blobs = blobs
         self._max_bytes = max_bytes
         self._clock = clock
-        files_dir.mkdir(parents=True, exist_ok=True)
 
-    def path(self, file_id: str) -> Path:
-        return self._dir / file_id
+    def blob(self, file_id: str) -> Blob:
+        """The file's bytes; FileNotFoundError if they are gone."""
+        return self._blobs.get(blob_key(file_id))
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(
@@ -95,22 +100,28 @@ class FileService:
         validator: FileValidator | None,
     ) -> StoredFile:
         file_id = new_file_id()
-        partial = self._dir / f".upload-{file_id}"
         digest = hashlib.sha256()
         size = 0
+        report: FileReport | None = None
+
+        def checked() -> Iterator[bytes]:
+            # Runs while the blob is written: a file that is too large or invalid stops
+            # the write, and the blob store keeps nothing of it.
+            nonlocal size, report
+            for chunk in chunks:
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large()
+                digest.update(chunk)
+                if validator is not None:
+                    validator.feed(chunk)
+                yield chunk
+            if validator is not None:
+                report = validator.finish()
+
+        key = blob_key(file_id)
+        self._blobs.put(key, checked())
         try:
-            with open(partial, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise self._too_large()
-                    digest.update(chunk)
-                    if validator is not None:
-                        validator.feed(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            report = validator.finish() if validator is not None else None
             record = StoredFile(
                 id=file_id,
                 project_id=project_id,
@@ -122,24 +133,18 @@ class FileService:
                 format=report.format if report else None,
                 examples=report.examples if report else None,
             )
-            os.replace(partial, self.path(file_id))
-            try:
-                with self._db.write() as conn:
-                    store.insert_file(conn, record)
-            except BaseException:
-                self.path(file_id).unlink(missing_ok=True)
-                raise
-            return record
-        finally:
-            partial.unlink(missing_ok=True)
+            with self._db.write() as tx:
+                tx.insert_file(record)
+        except BaseException:
+            self._blobs.delete(key)
+            raise
+        return record
 
     def get(self, principal: Principal, file_id: str) -> StoredFile:
-        with self._db.read() as conn:
-            found = store.get_file(conn, principal.project_id, file_id)
+        with self._db.read() as tx:
+            found = tx.get_file(principal.project_id, file_id)
         if found is None:
-            raise NotFound(
-                f"No such File object: {file_id}", param="file_id", code="file_not_found"
-            )
+            raise file_not_found(file_id)
         return found
 
     def list(
@@ -151,28 +156,22 @@ class FileService:
         limit: int = 10_000,
         newest_first: bool = True,
     ) -> Page[StoredFile]:
-        with self._db.read() as conn:
-            after_pk = None
-            if after is not None:
-                after_pk = store.file_pk(conn, principal.project_id, after)
-                if after_pk is None:
-                    raise InvalidCursor(f"No file {after!r} to list after.", param="after")
-            return store.list_files(
-                conn,
+        with self._db.read() as tx:
+            if after is not None and tx.get_file(principal.project_id, after) is None:
+                raise InvalidCursor(f"No file {after!r} to list after.", param="after")
+            return tx.list_files(
                 principal.project_id,
                 purpose=purpose,
-                after_pk=after_pk,
+                after=after,
                 limit=limit,
                 newest_first=newest_first,
             )
 
     def delete(self, principal: Principal, file_id: str) -> None:
-        with self._db.write() as conn:
-            if store.get_file(conn, principal.project_id, file_id) is None:
-                raise NotFound(
-                    f"No such File object: {file_id}", param="file_id", code="file_not_found"
-                )
-            job_id = store.active_job_using(conn, file_id)
+        with self._db.write() as tx:
+            if tx.get_file(principal.project_id, file_id) is None:
+                raise file_not_found(file_id)
+            job_id = tx.active_job_using(file_id)
             if job_id is not None:
                 raise InvalidRequest(
                     f"File {file_id} is in use by fine-tuning job {job_id}; "
@@ -180,9 +179,12 @@ class FileService:
                     param="file_id",
                     code="file_in_use",
                 )
-            store.delete_file(conn, principal.project_id, file_id)
-        self.path(file_id).unlink(missing_ok=True)
+            tx.delete_file(principal.project_id, file_id)
+        self._blobs.delete(blob_key(file_id))
 
-    def content_path(self, principal: Principal, file_id: str) -> tuple[StoredFile, Path]:
+    def content(self, principal: Principal, file_id: str) -> tuple[StoredFile, Blob]:
         record = self.get(principal, file_id)
-        return record, self.path(file_id)
+        try:
+            return record, self.blob(file_id)
+        except FileNotFoundError:
+            raise file_not_found(file_id) from None

@@ -8,14 +8,22 @@ never both win and never leave a change without its event (or an event without i
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection
-
 from openft.domain import messages
-from openft.domain.entities import EventDraft, FileFormat, Job, JobError, JobStatus, Page, Principal
+from openft.domain.entities import (
+    Control,
+    EventDraft,
+    FileFormat,
+    Job,
+    JobError,
+    JobStatus,
+    MetadataFilter,
+    Page,
+    Principal,
+)
 from openft.domain.errors import InvalidCursor, InvalidFile, InvalidRequest
 from openft.domain.ids import new_event_key, new_job_id
 from openft.domain.methods import resolve_method
@@ -25,17 +33,28 @@ from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FINE_TUNE, FileService
 from openft.services.models import ModelService
-from openft.store import events as events_store
-from openft.store import files as files_store
-from openft.store import jobs as store
-from openft.store.database import Database
-from openft.store.jobs import MetadataFilter
+from openft.store.interface import Store, Transaction
 
 S = JobStatus
-READ_CHUNK = 1 << 20
 MAX_SEED = 2_147_483_647
-# A control operation's decision: the job fields to set and the events that announce it.
-Decided = tuple[dict[str, Any], list[EventDraft]]
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A control operation's decision to move the job to `status` at once."""
+
+    status: JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A control operation's decision to leave the running job's worker a request."""
+
+    control: Control | None
+
+
+# What a control operation decides for a job (None: refused), and the event that says so.
+Decided = tuple[Move | Ask, EventDraft]
 Decision = Callable[[Job], Decided | None]
 
 
@@ -57,7 +76,7 @@ class NewJob:
 class JobService:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         files: FileService,
         models: ModelService,
         *,
@@ -73,11 +92,11 @@ class JobService:
     # -- reading --------------------------------------------------------------
 
     def get(self, principal: Principal, job_id: str) -> Job:
-        with self._db.read() as conn:
-            found = store.get_job(conn, job_id, principal.project_id)
+        with self._db.read() as tx:
+            found = tx.get_job(job_id, principal.project_id)
         if found is None:
             raise job_not_found(job_id)
-        return found[1]
+        return found
 
     def list(
         self,
@@ -85,27 +104,18 @@ class JobService:
         *,
         after: str | None = None,
         limit: int = 20,
-        metadata: MetadataFilter | bool = False,
+        metadata: MetadataFilter | None = None,
     ) -> Page[Job]:
-        with self._db.read() as conn:
-            after_pk = None
-            if after is not None:
-                ref = store.job_ref(conn, after, principal.project_id)
-                if ref is None:
-                    raise InvalidCursor(
-                        f"No fine-tuning job {after!r} to list after.", param="after"
-                    )
-                after_pk = ref.pk
-            return store.list_jobs(
-                conn, principal.project_id, after_pk=after_pk, limit=limit, metadata=metadata
-            )
+        with self._db.read() as tx:
+            if after is not None and tx.get_job(after, principal.project_id) is None:
+                raise InvalidCursor(f"No fine-tuning job {after!r} to list after.", param="after")
+            return tx.list_jobs(principal.project_id, after=after, limit=limit, metadata=metadata)
 
     # -- creating and validating ----------------------------------------------
 
-    def _require_file(
-        self, conn: Connection, principal: Principal, file_id: str, param: str
-    ) -> None:
-        record = files_store.get_file(conn, principal.project_id, file_id)
+    @staticmethod
+    def _require_file(tx: Transaction, principal: Principal, file_id: str, param: str) -> None:
+        record = tx.get_file(principal.project_id, file_id)
         if record is None:
             raise InvalidRequest(
                 f"Invalid {param}: file {file_id} does not exist.", param=param, code="invalid_file"
@@ -140,14 +150,13 @@ class JobService:
             suffix=request.suffix,
             metadata=request.metadata,
         )
-        with self._db.write() as conn:
-            self._require_file(conn, principal, request.training_file, "training_file")
+        with self._db.write() as tx:
+            self._require_file(tx, principal, request.training_file, "training_file")
             if request.validation_file is not None:
-                self._require_file(conn, principal, request.validation_file, "validation_file")
-            pk = store.insert_job(conn, job)
-            events_store.append_events(
-                conn,
-                pk,
+                self._require_file(tx, principal, request.validation_file, "validation_file")
+            tx.insert_job(job)
+            tx.append_events(
+                job.id,
                 [
                     messages.created(job.id),
                     messages.validating(job.training_file, job.validation_file),
@@ -156,18 +165,13 @@ class JobService:
             )
         return job
 
-    def _read_blocks(self, file_id: str) -> Iterator[bytes]:
-        with open(self._files.path(file_id), "rb") as handle:
-            while block := handle.read(READ_CHUNK):
-                yield block
-
     def _check_file(
         self, file_id: str, expected: FileFormat, min_examples: int, param: str
     ) -> JobError | None:
         kind = param.removesuffix("_file")
         validator = FileValidator(file_id, expected)
         try:
-            for block in self._read_blocks(file_id):
+            for block in self._files.blob(file_id).chunks:
                 validator.feed(block)
             validator.finish(min_examples)
         except FileNotFoundError:
@@ -187,43 +191,32 @@ class JobService:
 
         Safe to call from any number of processes: only one compare-and-set wins.
         """
-        with self._db.read() as conn:
-            found = store.get_job(conn, job_id)
-        if found is None or found[1].status is not S.VALIDATING_FILES:
+        with self._db.read() as tx:
+            job = tx.get_job(job_id)
+        if job is None or job.status is not S.VALIDATING_FILES:
             return None
-        pk, job = found
         expected = job.method.file_format
         error = self._check_file(job.training_file, expected, self._min_examples, "training_file")
         if error is None and job.validation_file is not None:
             error = self._check_file(job.validation_file, expected, 1, "validation_file")
         now = self._clock()
-        with self._db.write() as conn:
-            if error is None:
-                moved = store.update_job(
-                    conn, pk, now, expect=frozenset({S.VALIDATING_FILES}), status=S.QUEUED
-                )
-                drafts = [messages.validated()]
-            else:
-                moved = store.update_job(
-                    conn,
-                    pk,
-                    now,
-                    expect=frozenset({S.VALIDATING_FILES}),
-                    status=S.FAILED,
-                    error=error,
-                    finished_at=now,
-                )
-                drafts = [messages.failed(error)]
-            if not moved:
+        to, draft = (
+            (S.QUEUED, messages.validated())
+            if error is None
+            else (S.FAILED, messages.failed(error))
+        )
+        with self._db.write() as tx:
+            if not tx.move_job(
+                job_id, now, expect=frozenset({S.VALIDATING_FILES}), to=to, error=error
+            ):
                 return None
-            events_store.append_events(conn, pk, drafts, now)
-            return store.get_job(conn, job_id)[1]  # type: ignore[index]
+            tx.append_events(job_id, [draft], now)
+            return tx.get_job(job_id)
 
     def validate_stale(self, older_than_seconds: int, limit: int = 100) -> int:
         """Validate jobs left in `validating_files` (a crash between create and validate)."""
-        with self._db.read() as conn:
-            ids = store.ids_in_status(
-                conn,
+        with self._db.read() as tx:
+            ids = tx.ids_in_status(
                 S.VALIDATING_FILES,
                 updated_before=self._clock() - older_than_seconds,
                 limit=limit,
@@ -233,22 +226,25 @@ class JobService:
     # -- controlling ----------------------------------------------------------
 
     def _control(self, principal: Principal, job_id: str, action: str, decide: Decision) -> Job:
-        """Apply what `decide(job)` returns as one compare-and-set with its events."""
+        """Apply what `decide(job)` returns as one compare-and-set with its event."""
         now = self._clock()
-        with self._db.write() as conn:
-            found = store.get_job(conn, job_id, principal.project_id)
-            if found is None:
+        with self._db.write() as tx:
+            job = tx.get_job(job_id, principal.project_id)
+            if job is None:
                 raise job_not_found(job_id)
-            pk, job = found
             decided = decide(job)
             if decided is None:
                 raise refusal(job.id, job.status, action)
-            fields, drafts = decided
-            if "status" in fields:
-                ensure_move(job.id, job.status, fields["status"], action)
-            store.update_job(conn, pk, now, expect=frozenset({job.status}), **fields)
-            events_store.append_events(conn, pk, drafts, now)
-            return store.get_job(conn, job_id)[1]  # type: ignore[index]
+            change, draft = decided
+            if isinstance(change, Move):
+                ensure_move(job.id, job.status, change.status, action)
+                tx.move_job(job_id, now, expect=frozenset({job.status}), to=change.status)
+            else:
+                tx.set_control(job_id, now, expect=job.status, control=change.control)
+            tx.append_events(job_id, [draft], now)
+            changed = tx.get_job(job_id)
+            assert changed is not None
+            return changed
 
     def cancel(self, principal: Principal, job_id: str) -> Job:
         """Cancel at once unless the job runs; then the worker stops it at its next step."""
@@ -257,11 +253,8 @@ class JobService:
             if job.status in TERMINAL:
                 return None
             if job.status is S.RUNNING:
-                return {"control": "cancel"}, [messages.cancel_requested()]
-            return (
-                {"status": S.CANCELLED, "finished_at": self._clock(), "control": None},
-                [messages.cancelled()],
-            )
+                return Ask(Control.CANCEL), messages.cancel_requested()
+            return Move(S.CANCELLED), messages.cancelled()
 
         return self._control(principal, job_id, "cancel", decide)
 
@@ -270,9 +263,9 @@ class JobService:
 
         def decide(job: Job) -> Decided | None:
             if job.status is S.QUEUED:
-                return {"status": S.PAUSED}, [messages.paused()]
+                return Move(S.PAUSED), messages.paused()
             if job.status is S.RUNNING and job.control is None:
-                return {"control": "pause"}, [messages.pause_requested()]
+                return Ask(Control.PAUSE), messages.pause_requested()
             return None
 
         return self._control(principal, job_id, "pause", decide)
@@ -282,9 +275,9 @@ class JobService:
 
         def decide(job: Job) -> Decided | None:
             if job.status is S.PAUSED:
-                return {"status": S.QUEUED}, [messages.resumed()]
-            if job.status is S.RUNNING and job.control == "pause":
-                return {"control": None}, [messages.resumed()]
+                return Move(S.QUEUED), messages.resumed()
+            if job.status is S.RUNNING and job.control is Control.PAUSE:
+                return Ask(None), messages.resumed()
             return None
 
         return self._control(principal, job_id, "resume", decide)

@@ -11,8 +11,7 @@ from openft.domain.entities import KeyScope, Principal, Project
 from openft.domain.errors import Unauthenticated
 from openft.domain.ids import new_api_key
 from openft.services.clock import Clock, system_clock
-from openft.store import keys as store
-from openft.store.database import Database
+from openft.store.interface import Store
 
 DEFAULT_PROJECT = "default"
 # Verified keys are remembered briefly so a busy client costs one lookup per interval,
@@ -31,7 +30,7 @@ def _redacted(key: str) -> str:
 
 class KeyService:
     def __init__(
-        self, db: Database, clock: Clock = system_clock, cache_seconds: float = CACHE_SECONDS
+        self, db: Store, clock: Clock = system_clock, cache_seconds: float = CACHE_SECONDS
     ) -> None:
         self._db = db
         self._clock = clock
@@ -62,9 +61,9 @@ class KeyService:
         """Issue a new key for `project_name` (created if new). The key is shown only now."""
         key = new_api_key()
         now = self._clock()
-        with self._db.write() as conn:
-            project = store.get_or_create_project(conn, project_name, now)
-            store.insert_key(conn, hash_key(key), project.id, scope, now)
+        with self._db.write() as tx:
+            project = tx.get_or_create_project(project_name, now)
+            tx.insert_key(hash_key(key), project.id, scope, now)
         return key, project
 
     def authenticate(self, key: str | None) -> Principal:
@@ -79,8 +78,8 @@ class KeyService:
                 "An administrator creates keys with `openft keys create`.",
                 code="missing_api_key",
             )
-        with self._db.read() as conn:
-            principal = store.find_principal(conn, hash_key(key))
+        with self._db.read() as tx:
+            principal = tx.find_principal(hash_key(key))
         if principal is None:
             raise Unauthenticated(
                 f"Incorrect API key provided: {_redacted(key)}. An administrator creates keys "

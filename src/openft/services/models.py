@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from openft.domain.entities import BaseModel
+from openft.domain.entities import BaseModel, ModelInfo
 from openft.domain.errors import InvalidRequest, NotFound
-from openft.store import models as store
-from openft.store.database import Database
+from openft.store.interface import Store
 
 BASE_OWNER = "openft"
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    id: str
-    created: int
-    owned_by: str
-
-
 class ModelService:
-    def __init__(self, db: Database, base_models: list[BaseModel], started_at: int) -> None:
+    def __init__(self, db: Store, base_models: list[BaseModel], started_at: int) -> None:
         self._db = db
         self._base = {model.name: model for model in base_models}
         self._started_at = started_at
@@ -42,8 +32,8 @@ class ModelService:
 
     def list(self, project_id: str) -> list[ModelInfo]:
         models = [ModelInfo(name, self._started_at, BASE_OWNER) for name in sorted(self._base)]
-        with self._db.read() as conn:
-            tuned = store.fine_tuned_models(conn, project_id)
+        with self._db.read() as tx:
+            tuned = tx.fine_tuned_models(project_id)
         return models + [ModelInfo(name, created, project_id) for name, created in tuned]
 
     def retrieve(self, project_id: str, name: str) -> ModelInfo:

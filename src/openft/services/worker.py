@@ -11,22 +11,21 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Connection
+from dataclasses import dataclass, replace
 
 from openft.domain import messages
 from openft.domain.entities import (
     BaseModel,
+    Blob,
     Checkpoint,
+    Control,
     EventDraft,
     EventType,
     Job,
     JobError,
     JobStatus,
     Method,
+    Outcome,
 )
 from openft.domain.errors import LeaseLost, NotFound
 from openft.domain.hyperparameters import resolve
@@ -37,15 +36,9 @@ from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FileService
 from openft.services.models import ModelService
-from openft.store import checkpoints as checkpoints_store
-from openft.store import events as events_store
-from openft.store import files as files_store
-from openft.store import jobs as store
-from openft.store.database import Database
-from openft.store.jobs import method_to_json
+from openft.store.interface import Store, Transaction
 
 S = JobStatus
-RUNNING = frozenset({S.RUNNING})
 # The columns of step_metrics.csv, as in OpenAI's results file.
 METRICS_COLUMNS = (
     "step",
@@ -72,10 +65,26 @@ class Assignment:
     fine_tuned_model: str
 
 
+def _lease_lost(job: Job, worker_id: str) -> LeaseLost:
+    return LeaseLost(
+        f"Worker {worker_id} does not hold fine-tuning job {job.id} "
+        f"(its status is {job.status.value}); stop working on it.",
+        param="worker_id",
+    )
+
+
+def stop_outcome(control: Control | None) -> tuple[Outcome, EventDraft]:
+    """What a job that stops at a control request becomes: paused for a pause, cancelled
+    for a cancel (and for a stop with no request left pending)."""
+    if control is Control.PAUSE:
+        return Outcome(S.PAUSED), messages.paused()
+    return Outcome(S.CANCELLED), messages.cancelled()
+
+
 class WorkerService:
     def __init__(
         self,
-        db: Database,
+        db: Store,
         files: FileService,
         models: ModelService,
         artifacts: Artifacts,
@@ -94,72 +103,61 @@ class WorkerService:
 
     # -- leases -----------------------------------------------------------------------
 
-    def _held(self, conn: Connection, job_id: str, worker_id: str) -> tuple[int, Job]:
-        found = store.get_job(conn, job_id)
-        if found is None:
+    @staticmethod
+    def _held(tx: Transaction, job_id: str, worker_id: str) -> Job:
+        job = tx.get_job(job_id)
+        if job is None:
             raise job_not_found(job_id)
-        pk, job = found
         if job.status is not S.RUNNING or job.lease is None or job.lease.worker_id != worker_id:
-            raise LeaseLost(
-                f"Worker {worker_id} does not hold fine-tuning job {job_id} "
-                f"(its status is {job.status.value}); stop working on it.",
-                param="worker_id",
-            )
-        return pk, job
+            raise _lease_lost(job, worker_id)
+        return job
 
     @staticmethod
-    def _finish(
-        conn: Connection, pk: int, job_id: str, now: int, drafts: list[EventDraft], **fields: Any
+    def _end(
+        tx: Transaction, job: Job, worker_id: str, now: int, outcome: Outcome, *drafts: EventDraft
     ) -> Job:
-        """End the worker's hold: set `fields` (the job's next status), announce it with
-        `drafts` in the same transaction, and return the job as it now is."""
-        store.release_lease(conn, pk, now, control=None, estimated_finish=None, **fields)
-        events_store.append_events(conn, pk, drafts, now)
-        return store.get_job(conn, job_id)[1]  # type: ignore[index]
+        """End the worker's hold: move the job to `outcome`, announce it with `drafts` in
+        the same transaction, and return the job as it now is."""
+        if not tx.end_lease(job.id, worker_id, now, outcome):
+            raise _lease_lost(job, worker_id)
+        tx.append_events(job.id, drafts, now)
+        ended = tx.get_job(job.id)
+        assert ended is not None
+        return ended
 
     @staticmethod
-    def _stop_outcome(control: str | None, now: int) -> tuple[dict[str, Any], list[EventDraft]]:
-        """What a job that stops at a control request becomes: paused for "pause",
-        cancelled for "cancel" (and for a stop with no request left pending)."""
-        if control == "pause":
-            return {"status": S.PAUSED}, [messages.paused()]
-        return {"status": S.CANCELLED, "finished_at": now}, [messages.cancelled()]
-
-    def _name(self, conn: Connection, job: Job) -> str:
-        project = store.project_name(conn, job.project_id)
-        return fine_tuned_model(job.model, project, job.suffix, job.id)
+    def _name(tx: Transaction, job: Job) -> str:
+        return fine_tuned_model(job.model, tx.project_name(job.project_id), job.suffix, job.id)
 
     def claim(self, worker_id: str) -> Assignment | None:
         """Take the oldest queued job, resolve its "auto" hyperparameters, and say so."""
         now = self._clock()
-        with self._db.write() as conn:
-            job_id = store.claim_next(conn, worker_id, now)
-            if job_id is None:
+        with self._db.write() as tx:
+            job = tx.claim_next(worker_id, now)
+            if job is None:
                 return None
-            pk, job = store.get_job(conn, job_id)  # type: ignore[misc]
             assert job.lease is not None
-            training = files_store.get_file(conn, job.project_id, job.training_file)
+            training = tx.get_file(job.project_id, job.training_file)
             examples = training.examples if training and training.examples else 1
             resolved = Method(
                 job.method.type, resolve(job.method.hyperparameters, job.method.type, examples)
             )
-            store.update_job(conn, pk, now, method=method_to_json(resolved))
-            latest = checkpoints_store.latest_checkpoint(conn, pk)
+            tx.set_method(job.id, now, resolved)
+            latest = tx.latest_checkpoint(job.id)
             attempt = job.lease.attempts
             started = (
                 messages.started(worker_id)
                 if attempt == 1
                 else messages.resumed_from(latest.step_number if latest else 0, attempt, worker_id)
             )
-            events_store.append_events(conn, pk, [started], now)
-            job = store.get_job(conn, job_id)[1]  # type: ignore[index]
+            tx.append_events(job.id, [started], now)
             return Assignment(
-                job=job,
+                job=replace(job, method=resolved),
                 base_model=self._models.base_model(job.model),
                 attempt=attempt,
                 resume_from=latest,
-                reported_step=job.lease.reported_step if job.lease else 0,
-                fine_tuned_model=self._name(conn, job),
+                reported_step=job.lease.reported_step,
+                fine_tuned_model=self._name(tx, job),
             )
 
     def heartbeat(
@@ -169,17 +167,14 @@ class WorkerService:
         *,
         trained_tokens: int | None = None,
         estimated_finish: int | None = None,
-    ) -> str | None:
-        """Renew the lease; return the pending control request ("cancel", "pause") if any."""
+    ) -> Control | None:
+        """Renew the lease; return the pending control request, if any."""
         now = self._clock()
-        with self._db.write() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            fields: dict[str, Any] = {"heartbeat_at": now}
-            if trained_tokens is not None:
-                fields["trained_tokens"] = trained_tokens
-            if estimated_finish is not None:
-                fields["estimated_finish"] = estimated_finish
-            store.update_job(conn, pk, now, **fields)
+        with self._db.write() as tx:
+            job = self._held(tx, job_id, worker_id)
+            tx.renew_lease(
+                job_id, now, trained_tokens=trained_tokens, estimated_finish=estimated_finish
+            )
             return job.control
 
     # -- reporting ---------------------------------------------------------------------
@@ -190,12 +185,12 @@ class WorkerService:
         Metrics of steps already reported (an attempt resumed from a checkpoint re-runs
         the steps after it) are dropped, so each step has one metrics event."""
         now = self._clock()
-        with self._db.write() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            assert job.lease is not None
-            if batch <= job.lease.worker_batch:
+        with self._db.write() as tx:
+            lease = self._held(tx, job_id, worker_id).lease
+            assert lease is not None
+            if batch <= lease.worker_batch:
                 return False
-            reported = job.lease.reported_step
+            reported = lease.reported_step
             fresh = []
             for draft in drafts:
                 step = draft.data.get("step") if draft.type is EventType.METRICS else None
@@ -204,10 +199,7 @@ class WorkerService:
                         continue
                     reported = step
                 fresh.append(draft)
-            events_store.append_events(conn, pk, fresh, now)
-            store.update_job(
-                conn, pk, now, worker_batch=batch, reported_step=reported, heartbeat_at=now
-            )
+            tx.record_event_batch(job_id, now, batch=batch, reported_step=reported, drafts=fresh)
             return True
 
     def add_checkpoint(
@@ -220,23 +212,23 @@ class WorkerService:
     ) -> Checkpoint:
         """Store a checkpoint's archive, then record it with its event. Idempotent: a
         checkpoint already recorded at `step` (a retried upload) is returned as it is."""
-        with self._db.read() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            name = checkpoint_model(self._name(conn, job), step)
-            existing = checkpoints_store.at_step(conn, pk, step)
+        with self._db.read() as tx:
+            job = self._held(tx, job_id, worker_id)
+            name = checkpoint_model(self._name(tx, job), step)
+            existing = tx.checkpoint_at_step(job_id, step)
         if existing is not None:
             return existing
         checkpoint = Checkpoint(new_checkpoint_id(), job_id, step, self._clock(), metrics, name)
-        path = self.artifacts.save_checkpoint(job_id, checkpoint.id, archive)
+        self.artifacts.save_checkpoint(job_id, checkpoint.id, archive)
         try:
-            with self._db.write() as conn:
-                self._held(conn, job_id, worker_id)
-                checkpoints_store.insert_checkpoint(conn, pk, checkpoint)
-                events_store.append_events(
-                    conn, pk, [messages.checkpoint_created(step, name)], checkpoint.created_at
+            with self._db.write() as tx:
+                self._held(tx, job_id, worker_id)
+                tx.insert_checkpoint(checkpoint)
+                tx.append_events(
+                    job_id, [messages.checkpoint_created(step, name)], checkpoint.created_at
                 )
         except BaseException:
-            path.unlink(missing_ok=True)
+            self.artifacts.delete_checkpoint(job_id, checkpoint.id)
             raise
         return checkpoint
 
@@ -252,52 +244,41 @@ class WorkerService:
     ) -> Job:
         """Store the adapter and the results file (built from the job's metrics events,
         one row per step), then mark the job succeeded."""
-        with self._db.read() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            metrics = events_store.metrics_data(conn, pk)
+        with self._db.read() as tx:
+            job = self._held(tx, job_id, worker_id)
+            metrics = tx.metrics_data(job_id)
         self.artifacts.save_adapter(job_id, adapter)
         results = self._files.save_result(
             job.project_id, "step_metrics.csv", step_metrics_csv(metrics)
         )
         now = self._clock()
-        with self._db.write() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            name = self._name(conn, job)
-            return self._finish(
-                conn,
-                pk,
-                job_id,
-                now,
-                [messages.model_created(name), messages.succeeded()],
-                status=S.SUCCEEDED,
-                finished_at=now,
+        with self._db.write() as tx:
+            job = self._held(tx, job_id, worker_id)
+            name = self._name(tx, job)
+            outcome = Outcome(
+                S.SUCCEEDED,
                 fine_tuned_model=name,
                 trained_tokens=trained_tokens,
-                result_files=[results.id],
+                result_files=(results.id,),
+            )
+            return self._end(
+                tx, job, worker_id, now, outcome, messages.model_created(name), messages.succeeded()
             )
 
     def fail(self, job_id: str, worker_id: str, error: JobError) -> Job:
         now = self._clock()
-        with self._db.write() as conn:
-            pk, _job = self._held(conn, job_id, worker_id)
-            return self._finish(
-                conn,
-                pk,
-                job_id,
-                now,
-                [messages.failed(error)],
-                status=S.FAILED,
-                finished_at=now,
-                error=error,
+        with self._db.write() as tx:
+            job = self._held(tx, job_id, worker_id)
+            return self._end(
+                tx, job, worker_id, now, Outcome(S.FAILED, error=error), messages.failed(error)
             )
 
     def stopped(self, job_id: str, worker_id: str) -> Job:
         """The worker stopped the job as its control asked: it is now cancelled or paused."""
         now = self._clock()
-        with self._db.write() as conn:
-            pk, job = self._held(conn, job_id, worker_id)
-            fields, drafts = self._stop_outcome(job.control, now)
-            return self._finish(conn, pk, job_id, now, drafts, **fields)
+        with self._db.write() as tx:
+            job = self._held(tx, job_id, worker_id)
+            return self._end(tx, job, worker_id, now, *stop_outcome(job.control))
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -306,53 +287,57 @@ class WorkerService:
         resumes from the last checkpoint), or fail them after `max_attempts`. A pending
         cancel or pause is honoured instead. Returns how many jobs were recovered."""
         now = self._clock()
-        with self._db.read() as conn:
-            stale = store.stale_running_ids(conn, now - self.heartbeat_timeout)
-        recovered = 0
-        for job_id in stale:
-            with self._db.write() as conn:
-                found = store.get_job(conn, job_id)
-                if found is None:
-                    continue
-                pk, job = found
-                lease = job.lease
-                if job.status is not S.RUNNING or lease is None:
-                    continue
-                if lease.heartbeat_at >= now - self.heartbeat_timeout:
-                    continue  # it spoke up since we looked
-                attempts = lease.attempts
-                if job.control is not None:
-                    fields, drafts = self._stop_outcome(job.control, now)
-                elif attempts >= self.max_attempts:
-                    error = JobError(
-                        "worker_lost",
-                        f"The job failed: its worker stopped responding {attempts} times. "
-                        "Check the workers' logs (out of memory?) and create the job again.",
-                    )
-                    fields = {"status": S.FAILED, "finished_at": now, "error": error}
-                    drafts = [messages.failed(error)]
-                else:
-                    fields = {"status": S.QUEUED}
-                    drafts = [messages.worker_lost(attempts, self.max_attempts)]
-                self._finish(conn, pk, job_id, now, drafts, **fields)
-                recovered += 1
-        return recovered
+        with self._db.read() as tx:
+            stale = tx.stale_running_ids(now - self.heartbeat_timeout)
+        return sum(self._recover(job_id, now) for job_id in stale)
 
-    def job_file(self, job_id: str, worker_id: str, file_id: str) -> Path:
-        """The path of one of a held job's input files."""
-        with self._db.read() as conn:
-            _pk, job = self._held(conn, job_id, worker_id)
+    def _recover(self, job_id: str, now: int) -> bool:
+        try:
+            with self._db.write() as tx:
+                job = tx.get_job(job_id)
+                lease = job.lease if job is not None else None
+                if job is None or job.status is not S.RUNNING or lease is None:
+                    return False
+                if lease.heartbeat_at >= now - self.heartbeat_timeout:
+                    return False  # it spoke up since we looked
+                outcome, draft = self._recovery(job.control, lease.attempts)
+                self._end(tx, job, lease.worker_id, now, outcome, draft)
+                return True
+        except LeaseLost:
+            return False  # its worker finished it meanwhile
+
+    def _recovery(self, control: Control | None, attempts: int) -> tuple[Outcome, EventDraft]:
+        """What a job whose worker went silent becomes."""
+        if control is not None:
+            return stop_outcome(control)
+        if attempts >= self.max_attempts:
+            error = JobError(
+                "worker_lost",
+                f"The job failed: its worker stopped responding {attempts} times. "
+                "Check the workers' logs (out of memory?) and create the job again.",
+            )
+            return Outcome(S.FAILED, error=error), messages.failed(error)
+        return Outcome(S.QUEUED), messages.worker_lost(attempts, self.max_attempts)
+
+    # -- the worker's downloads ----------------------------------------------------------
+
+    def job_file(self, job_id: str, worker_id: str, file_id: str) -> Blob:
+        """The bytes of one of a held job's input files."""
+        with self._db.read() as tx:
+            job = self._held(tx, job_id, worker_id)
         if file_id not in (job.training_file, job.validation_file):
             raise NotFound(f"File {file_id} is not an input of job {job_id}.", param="file_id")
-        return self._files.path(file_id)
+        try:
+            return self._files.blob(file_id)
+        except FileNotFoundError:
+            raise NotFound(f"File {file_id} has been deleted.", param="file_id") from None
 
-    def checkpoint_archive(self, job_id: str, worker_id: str, checkpoint_id: str) -> Path:
-        with self._db.read() as conn:
-            pk, _job = self._held(conn, job_id, worker_id)
-            if checkpoints_store.checkpoint_pk(conn, pk, checkpoint_id) is None:
-                raise NotFound(
-                    f"No checkpoint {checkpoint_id} in job {job_id}.", param="checkpoint_id"
-                )
+    def checkpoint_archive(self, job_id: str, worker_id: str, checkpoint_id: str) -> Blob:
+        with self._db.read() as tx:
+            self._held(tx, job_id, worker_id)
+            found = tx.get_checkpoint(job_id, checkpoint_id)
+        if found is None:
+            raise NotFound(f"No checkpoint {checkpoint_id} in job {job_id}.", param="checkpoint_id")
         return self.artifacts.checkpoint_archive(job_id, checkpoint_id)
 
 

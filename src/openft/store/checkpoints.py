@@ -1,13 +1,14 @@
-"""Checkpoints of fine-tuning jobs (their archives live in the artifact directory)."""
+"""Checkpoints of fine-tuning jobs (their archives are blobs)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Select, insert, select
 
 from openft.domain.entities import Checkpoint, Page
-from openft.store.pages import keyset_page
+from openft.store.jobs import job_pk
+from openft.store.pages import key_of, keyset_page
 from openft.store.schema import job_checkpoints, jobs
 
 _FIELDS = (
@@ -31,49 +32,45 @@ def _to_checkpoint(row: Any) -> Checkpoint:
     )
 
 
-def insert_checkpoint(conn: Connection, job_pk: int, checkpoint: Checkpoint) -> None:
-    conn.execute(
-        insert(job_checkpoints).values(
-            id=checkpoint.id,
-            job_pk=job_pk,
-            step_number=checkpoint.step_number,
-            created_at=checkpoint.created_at,
-            metrics=checkpoint.metrics,
-            fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
-        )
-    )
-
-
-def _query(job_pk: int) -> Any:
+def _of_job(job_id: str) -> Select[Any]:
     return (
-        select(*_FIELDS, job_checkpoints.c.pk)
+        select(*_FIELDS)
         .join(jobs, jobs.c.pk == job_checkpoints.c.job_pk)
-        .where(job_checkpoints.c.job_pk == job_pk)
+        .where(jobs.c.id == job_id)
     )
 
 
-def list_checkpoints(
-    conn: Connection, job_pk: int, *, after_pk: int | None, limit: int
-) -> Page[Checkpoint]:
-    """Newest first (checkpoints are made in step order)."""
-    return keyset_page(
-        conn, _query(job_pk), job_checkpoints.c.pk, after_pk, limit, True, _to_checkpoint
-    )
+class CheckpointQueries:
+    _conn: Connection
 
-
-def checkpoint_pk(conn: Connection, job_pk: int, checkpoint_id: str) -> int | None:
-    return conn.execute(
-        select(job_checkpoints.c.pk).where(
-            job_checkpoints.c.job_pk == job_pk, job_checkpoints.c.id == checkpoint_id
+    def insert_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._conn.execute(
+            insert(job_checkpoints).values(
+                id=checkpoint.id,
+                job_pk=job_pk(checkpoint.job_id),
+                step_number=checkpoint.step_number,
+                created_at=checkpoint.created_at,
+                metrics=checkpoint.metrics,
+                fine_tuned_model_checkpoint=checkpoint.fine_tuned_model_checkpoint,
+            )
         )
-    ).scalar_one_or_none()
 
+    def _one(self, query: Select[Any]) -> Checkpoint | None:
+        row = self._conn.execute(query).one_or_none()
+        return None if row is None else _to_checkpoint(row)
 
-def latest_checkpoint(conn: Connection, job_pk: int) -> Checkpoint | None:
-    page = list_checkpoints(conn, job_pk, after_pk=None, limit=1)
-    return page.items[0] if page.items else None
+    def get_checkpoint(self, job_id: str, checkpoint_id: str) -> Checkpoint | None:
+        return self._one(_of_job(job_id).where(job_checkpoints.c.id == checkpoint_id))
 
+    def checkpoint_at_step(self, job_id: str, step: int) -> Checkpoint | None:
+        return self._one(_of_job(job_id).where(job_checkpoints.c.step_number == step))
 
-def at_step(conn: Connection, job_pk: int, step: int) -> Checkpoint | None:
-    row = conn.execute(_query(job_pk).where(job_checkpoints.c.step_number == step)).one_or_none()
-    return None if row is None else _to_checkpoint(row)
+    def latest_checkpoint(self, job_id: str) -> Checkpoint | None:
+        page = self.list_checkpoints(job_id, after=None, limit=1)
+        return page.items[0] if page.items else None
+
+    def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:
+        cursor = None if after is None else key_of(job_checkpoints, after)
+        return keyset_page(
+            self._conn, _of_job(job_id), job_checkpoints.c.pk, cursor, limit, True, _to_checkpoint
+        )

@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from openft.domain.errors import StoreUnavailable
+from openft.store.interface import Store, Transaction
+from openft.store.transaction import SqlTransaction
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -79,7 +81,7 @@ def make_admin_engine(url: str) -> Engine:
     )
 
 
-class Database:
+class Database(Store):
     """Transaction scopes over one engine; database errors are translated once, here."""
 
     def __init__(self, engine: Engine) -> None:
@@ -91,24 +93,22 @@ class Database:
         self.inline_reads = self.dialect == "sqlite"
 
     @contextmanager
-    def _scope(self, write: bool) -> Iterator[Connection]:
+    def _scope(self, write: bool) -> Iterator[Transaction]:
         try:
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(openft_write=True)
                 with conn.begin():
-                    yield conn
+                    yield SqlTransaction(conn)
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc.orig, OSError):
                 raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
             raise
 
-    def read(self) -> AbstractContextManager[Connection]:
-        """A read-only transaction: a consistent snapshot, never blocking writers."""
+    def read(self) -> AbstractContextManager[Transaction]:
         return self._scope(write=False)
 
-    def write(self) -> AbstractContextManager[Connection]:
-        """A read-write transaction that holds the write lock from its first statement."""
+    def write(self) -> AbstractContextManager[Transaction]:
         return self._scope(write=True)
 
     def dispose(self) -> None:

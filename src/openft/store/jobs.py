@@ -1,34 +1,36 @@
-"""Fine-tuning jobs' records."""
+"""Fine-tuning jobs' records, and the worker's hold (lease) on a running job."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, ScalarSelect, insert, select, update
 
 from openft.domain.entities import (
+    Control,
     Hyperparameters,
     Job,
     JobError,
     JobStatus,
     Lease,
+    MetadataFilter,
     Method,
     MethodType,
+    Outcome,
     Page,
 )
-from openft.store.pages import keyset_page
+from openft.domain.status import TERMINAL
+from openft.store.pages import key_of, keyset_page
 from openft.store.schema import jobs, projects
 
 _LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
 _FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_seq", *_LEASE)] + [
     jobs.c[name] for name in _LEASE
 ]
-# `None` as a metadata filter selects the jobs created without metadata (`metadata=null`).
-MetadataFilter = dict[str, str] | None
 
 
-def method_to_json(method: Method) -> dict[str, Any]:
+def _method_to_json(method: Method) -> dict[str, Any]:
     return {"type": method.type.value, "hyperparameters": asdict(method.hyperparameters)}
 
 
@@ -56,7 +58,7 @@ def _to_job(row: Any) -> Job:
         estimated_finish=row.estimated_finish,
         error=JobError(**row.error) if row.error else None,
         result_files=list(row.result_files),
-        control=row.control,
+        control=Control(row.control) if row.control else None,
         lease=(
             Lease(
                 row.worker_id, row.heartbeat_at, row.attempts, row.worker_batch, row.reported_step
@@ -67,151 +69,184 @@ def _to_job(row: Any) -> Job:
     )
 
 
-def insert_job(conn: Connection, job: Job) -> int:
-    values = {c.name: getattr(job, c.name) for c in _FIELDS if c.name not in _LEASE}
-    values.update(
-        status=job.status.value,
-        method=method_to_json(job.method),
-        error=asdict(job.error) if job.error else None,
-        updated_at=job.created_at,
-        last_event_seq=0,
-    )
-    return int(conn.execute(insert(jobs).values(**values).returning(jobs.c.pk)).scalar_one())
+def job_pk(job_id: Any) -> ScalarSelect[Any]:
+    return key_of(jobs, job_id)
 
 
-def get_job(conn: Connection, job_id: str, project_id: str | None = None) -> tuple[int, Job] | None:
-    """The job and its internal key; restricted to `project_id` when given."""
-    query = select(*_FIELDS, jobs.c.pk).where(jobs.c.id == job_id)
-    if project_id is not None:
-        query = query.where(jobs.c.project_id == project_id)
-    row = conn.execute(query).one_or_none()
-    return None if row is None else (row.pk, _to_job(row))
+def _status_change(to: JobStatus, now: int, error: JobError | None) -> dict[str, Any]:
+    """The columns a move to `to` sets: a finished job records when, and drops any
+    request its worker had not acted on."""
+    values: dict[str, Any] = {"status": to.value, "control": None, "updated_at": now}
+    if to in TERMINAL:
+        values["finished_at"] = now
+    if error is not None:
+        values["error"] = asdict(error)
+    return values
 
 
-class JobRef(NamedTuple):
-    """What reading a job's events needs, without loading the whole job."""
+class JobQueries:
+    _conn: Connection
 
-    pk: int
-    event_key: str
-    last_event_seq: int
-
-
-# Built once: every events page starts with this lookup (see store/events.py).
-_REF = select(jobs.c.pk, jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id).where(
-    jobs.c.id == bindparam("job_id")
-)
-
-
-def job_ref(conn: Connection, job_id: str, project_id: str | None = None) -> JobRef | None:
-    """The job's event-log reference; None if unknown or (with `project_id`) not the project's."""
-    row = conn.execute(_REF, {"job_id": job_id}).one_or_none()
-    if row is None or (project_id is not None and row.project_id != project_id):
-        return None
-    return JobRef(row.pk, row.event_key, row.last_event_seq)
-
-
-def list_jobs(
-    conn: Connection,
-    project_id: str,
-    *,
-    after_pk: int | None,
-    limit: int,
-    metadata: MetadataFilter | bool = False,
-) -> Page[Job]:
-    """Newest first. `metadata` False: no filter; None: jobs without metadata; a dict:
-    jobs whose metadata holds every given key with the given value."""
-    query = select(*_FIELDS, jobs.c.pk).where(jobs.c.project_id == project_id)
-    if metadata is None:
-        query = query.where(jobs.c.metadata.is_(None))
-    elif isinstance(metadata, dict):
-        for key, value in metadata.items():
-            query = query.where(jobs.c.metadata[key].as_string() == value)
-    return keyset_page(conn, query, jobs.c.pk, after_pk, limit, True, _to_job)
-
-
-def update_job(
-    conn: Connection,
-    pk: int,
-    now: int,
-    *,
-    expect: frozenset[JobStatus] | None = None,
-    **fields: Any,
-) -> bool:
-    """Update a job; with `expect`, only while its status is one of those (compare-and-set).
-
-    Returns whether the row was updated, so racing callers learn who won.
-    """
-    if isinstance(fields.get("status"), JobStatus):
-        fields["status"] = fields["status"].value
-    if isinstance(fields.get("error"), JobError):
-        fields["error"] = asdict(fields["error"])
-    statement = update(jobs).where(jobs.c.pk == pk).values(updated_at=now, **fields)
-    if expect is not None:
-        statement = statement.where(jobs.c.status.in_([s.value for s in expect]))
-    return conn.execute(statement).rowcount == 1
-
-
-def ids_in_status(
-    conn: Connection, status: JobStatus, *, updated_before: int, limit: int
-) -> list[str]:
-    """Ids of jobs in `status` untouched since `updated_before`, oldest first."""
-    return list(
-        conn.execute(
-            select(jobs.c.id)
-            .where(jobs.c.status == status.value, jobs.c.updated_at <= updated_before)
-            .order_by(jobs.c.pk)
-            .limit(limit)
-        ).scalars()
-    )
-
-
-def claim_next(conn: Connection, worker_id: str, now: int) -> str | None:
-    """Take the oldest queued job for `worker_id` in one statement; its id, or None.
-
-    On PostgreSQL the inner select locks the row it picks with SKIP LOCKED, so racing
-    claimers each take a different job without waiting; SQLite renders no FOR UPDATE,
-    and its write transaction (BEGIN IMMEDIATE) already lets only one claimer in.
-    """
-    oldest = (
-        select(jobs.c.pk)
-        .where(jobs.c.status == JobStatus.QUEUED.value)
-        .order_by(jobs.c.pk)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    return conn.execute(
-        update(jobs)
-        .where(jobs.c.pk == oldest, jobs.c.status == JobStatus.QUEUED.value)
-        .values(
-            status=JobStatus.RUNNING.value,
-            worker_id=worker_id,
-            heartbeat_at=now,
-            attempts=jobs.c.attempts + 1,
-            worker_batch=0,
-            updated_at=now,
+    def insert_job(self, job: Job) -> None:
+        values = {c.name: getattr(job, c.name) for c in _FIELDS if c.name not in _LEASE}
+        values.update(
+            status=job.status.value,
+            method=_method_to_json(job.method),
+            error=asdict(job.error) if job.error else None,
+            control=job.control.value if job.control else None,
+            updated_at=job.created_at,
+            last_event_seq=0,
         )
-        .returning(jobs.c.id)
-    ).scalar_one_or_none()
+        self._conn.execute(insert(jobs).values(**values))
 
+    def get_job(self, job_id: str, project_id: str | None = None) -> Job | None:
+        query = select(*_FIELDS).where(jobs.c.id == job_id)
+        if project_id is not None:
+            query = query.where(jobs.c.project_id == project_id)
+        row = self._conn.execute(query).one_or_none()
+        return None if row is None else _to_job(row)
 
-def release_lease(conn: Connection, pk: int, now: int, **fields: Any) -> None:
-    """Clear the worker's hold on a job while setting `fields` (its next status)."""
-    update_job(conn, pk, now, worker_id=None, heartbeat_at=None, **fields)
+    def list_jobs(
+        self, project_id: str, *, after: str | None, limit: int, metadata: MetadataFilter | None
+    ) -> Page[Job]:
+        query = select(*_FIELDS).where(jobs.c.project_id == project_id)
+        if metadata is not None and metadata.pairs is None:
+            query = query.where(jobs.c.metadata.is_(None))
+        elif metadata is not None and metadata.pairs is not None:
+            for key, value in metadata.pairs.items():
+                query = query.where(jobs.c.metadata[key].as_string() == value)
+        cursor = None if after is None else key_of(jobs, after)
+        return keyset_page(self._conn, query, jobs.c.pk, cursor, limit, True, _to_job)
 
+    def ids_in_status(self, status: JobStatus, *, updated_before: int, limit: int) -> list[str]:
+        return list(
+            self._conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.status == status.value, jobs.c.updated_at <= updated_before)
+                .order_by(jobs.c.pk)
+                .limit(limit)
+            ).scalars()
+        )
 
-def stale_running_ids(conn: Connection, heartbeat_before: int) -> list[str]:
-    """Running jobs whose worker has not been heard from since `heartbeat_before`."""
-    return list(
-        conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.status == JobStatus.RUNNING.value, jobs.c.heartbeat_at < heartbeat_before
+    def _update(self, job_id: str, **values: Any) -> bool:
+        statement = update(jobs).where(jobs.c.id == job_id).values(**values)
+        return self._conn.execute(statement).rowcount == 1
+
+    def move_job(
+        self,
+        job_id: str,
+        now: int,
+        *,
+        expect: frozenset[JobStatus],
+        to: JobStatus,
+        error: JobError | None = None,
+    ) -> bool:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expect]))
+            .values(**_status_change(to, now, error))
+        )
+        return self._conn.execute(statement).rowcount == 1
+
+    def set_control(
+        self, job_id: str, now: int, *, expect: JobStatus, control: Control | None
+    ) -> bool:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == expect.value)
+            .values(control=control.value if control else None, updated_at=now)
+        )
+        return self._conn.execute(statement).rowcount == 1
+
+    def fine_tuned_models(self, project_id: str) -> list[tuple[str, int]]:
+        rows = self._conn.execute(
+            select(jobs.c.fine_tuned_model, jobs.c.finished_at)
+            .where(jobs.c.project_id == project_id, jobs.c.fine_tuned_model.is_not(None))
+            .order_by(jobs.c.pk)
+        ).all()
+        return [(row.fine_tuned_model, row.finished_at or 0) for row in rows]
+
+    def project_name(self, project_id: str) -> str:
+        return str(
+            self._conn.execute(
+                select(projects.c.name).where(projects.c.id == project_id)
+            ).scalar_one()
+        )
+
+    # -- leases --------------------------------------------------------------------------
+
+    def claim_next(self, worker_id: str, now: int) -> Job | None:
+        """One statement. On PostgreSQL the inner select locks the row it picks with SKIP
+        LOCKED, so racing claimers each take a different job without waiting; SQLite
+        renders no FOR UPDATE, and its write transaction (BEGIN IMMEDIATE) already lets
+        only one claimer in."""
+        oldest = (
+            select(jobs.c.pk)
+            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .order_by(jobs.c.pk)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        job_id = self._conn.execute(
+            update(jobs)
+            .where(jobs.c.pk == oldest, jobs.c.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.RUNNING.value,
+                worker_id=worker_id,
+                heartbeat_at=now,
+                attempts=jobs.c.attempts + 1,
+                worker_batch=0,
+                updated_at=now,
             )
-        ).scalars()
-    )
+            .returning(jobs.c.id)
+        ).scalar_one_or_none()
+        return None if job_id is None else self.get_job(job_id)
 
+    def set_method(self, job_id: str, now: int, method: Method) -> None:
+        self._update(job_id, method=_method_to_json(method), updated_at=now)
 
-def project_name(conn: Connection, project_id: str) -> str:
-    return str(
-        conn.execute(select(projects.c.name).where(projects.c.id == project_id)).scalar_one()
-    )
+    def renew_lease(
+        self,
+        job_id: str,
+        now: int,
+        *,
+        trained_tokens: int | None = None,
+        estimated_finish: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+        if trained_tokens is not None:
+            values["trained_tokens"] = trained_tokens
+        if estimated_finish is not None:
+            values["estimated_finish"] = estimated_finish
+        self._update(job_id, **values)
+
+    def end_lease(self, job_id: str, worker_id: str, now: int, outcome: Outcome) -> bool:
+        values = _status_change(outcome.status, now, outcome.error)
+        values.update(worker_id=None, heartbeat_at=None, estimated_finish=None)
+        if outcome.fine_tuned_model is not None:
+            values["fine_tuned_model"] = outcome.fine_tuned_model
+        if outcome.trained_tokens is not None:
+            values["trained_tokens"] = outcome.trained_tokens
+        if outcome.result_files:
+            values["result_files"] = list(outcome.result_files)
+        statement = (
+            update(jobs)
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.status == JobStatus.RUNNING.value,
+                jobs.c.worker_id == worker_id,
+            )
+            .values(**values)
+        )
+        return self._conn.execute(statement).rowcount == 1
+
+    def stale_running_ids(self, heartbeat_before: int) -> list[str]:
+        return list(
+            self._conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.status == JobStatus.RUNNING.value,
+                    jobs.c.heartbeat_at < heartbeat_before,
+                )
+            ).scalars()
+        )

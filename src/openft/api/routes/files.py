@@ -7,14 +7,14 @@ from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
+from starlette.responses import StreamingResponse
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.offload import read
-from openft.api.responses import JSON
-from openft.api.schemas import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json, id_list
+from openft.api.responses import JSON, blob_response
 from openft.domain.errors import InvalidRequest
+from openft.wire import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json, files_list
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 CHUNK = 1 << 20
@@ -86,7 +86,7 @@ async def list_files(
         limit=limit,
         newest_first=order == "desc",
     )
-    return JSON(id_list([file_json(f) for f in page.items], page.has_more))
+    return JSON(files_list(page))
 
 
 @router.get("/{file_id}", response_model=OpenAIFile, operation_id="retrieveFile")
@@ -97,15 +97,18 @@ async def retrieve_file(file_id: str, services: ServicesDep, principal: CurrentP
 @router.delete("/{file_id}", response_model=DeleteFileResponse, operation_id="deleteFile")
 def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     services.files.delete(principal, file_id)
-    return JSON({"id": file_id, "object": "file", "deleted": True})
+    deleted: DeleteFileResponse = {"id": file_id, "object": "file", "deleted": True}
+    return JSON(deleted)
 
 
 @router.get(
     "/{file_id}/content",
     operation_id="downloadFile",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def file_content(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> FileResponse:
-    record, path = services.files.content_path(principal, file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+def file_content(
+    file_id: str, services: ServicesDep, principal: CurrentPrincipal
+) -> StreamingResponse:
+    record, blob = services.files.content(principal, file_id)
+    return blob_response(blob, "application/octet-stream", record.filename)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import text
 
 from openft.api.auth import ServicesDep
-from openft.api.schemas import Health
+from openft.wire import Health
 
 router = APIRouter()
 
 
 @router.get("/healthz", response_model=Health, tags=["health"])
 def healthz(services: ServicesDep) -> dict[str, str]:
-    with services.db.read() as conn:
-        conn.execute(text("SELECT 1"))
+    services.check_health()
     return {"status": "ok"}

@@ -9,28 +9,28 @@ from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.offload import read
 from openft.api.responses import JSON
-from openft.api.schemas import (
-    CreateJobRequest,
+from openft.api.schemas import CreateJobRequest
+from openft.domain.entities import MetadataFilter
+from openft.domain.errors import InvalidRequest
+from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
+from openft.services.jobs import NewJob
+from openft.wire import (
     FineTuningJob,
     ListFineTuningJobCheckpointsResponse,
     ListFineTuningJobEventsResponse,
     ListPaginatedFineTuningJobsResponse,
-    checkpoint_json,
-    event_json,
-    id_list,
+    checkpoints_list,
+    events_list,
     job_json,
+    jobs_list,
 )
-from openft.domain.errors import InvalidRequest
-from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
-from openft.services.jobs import NewJob
-from openft.store.jobs import MetadataFilter
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
 JobId = Annotated[str, Path(description="The ID of the fine-tuning job.")]
 
 
-def _metadata_filter(request: Request) -> MetadataFilter | bool:
+def _metadata_filter(request: Request) -> MetadataFilter | None:
     """OpenAI's deep-object filter: `metadata[k]=v` (all must match), or `metadata=null`."""
     params = request.query_params
     pairs = {
@@ -39,7 +39,7 @@ def _metadata_filter(request: Request) -> MetadataFilter | bool:
         if name.startswith("metadata[") and name.endswith("]")
     }
     if "metadata" not in params:
-        return pairs or False
+        return MetadataFilter(pairs) if pairs else None
     if params["metadata"] != "null":
         raise InvalidRequest(
             "Filter by metadata with metadata[KEY]=VALUE, or metadata=null.", param="metadata"
@@ -48,7 +48,7 @@ def _metadata_filter(request: Request) -> MetadataFilter | bool:
         raise InvalidRequest(
             "Do not combine metadata=null with metadata[KEY]=VALUE.", param="metadata"
         )
-    return None
+    return MetadataFilter(None)
 
 
 @router.post("", response_model=FineTuningJob, operation_id="createFineTuningJob")
@@ -107,9 +107,7 @@ async def list_jobs(
     page = await read(
         services, services.jobs.list, principal, after=after, limit=limit, metadata=metadata
     )
-    return JSON(
-        {"object": "list", "data": [job_json(j) for j in page.items], "has_more": page.has_more}
-    )
+    return JSON(jobs_list(page))
 
 
 @router.get(
@@ -177,9 +175,7 @@ async def list_events(
         after=after,
         limit=DEFAULT_LIMIT if limit is None else limit,
     )
-    return JSON(
-        {"object": "list", "data": [event_json(e) for e in page.items], "has_more": page.has_more}
-    )
+    return JSON(events_list(page))
 
 
 @router.get(
@@ -197,4 +193,4 @@ async def list_checkpoints(
     page = await read(
         services, services.checkpoints.list, principal, fine_tuning_job_id, after=after, limit=limit
     )
-    return JSON(id_list([checkpoint_json(c) for c in page.items], page.has_more))
+    return JSON(checkpoints_list(page))

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.offload import read
 from openft.api.responses import JSON
-from openft.api.schemas import ListModelsResponse, Model, model_json
+from openft.wire import ListModelsResponse, Model, model_json, models_list
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 @router.get("", response_model=ListModelsResponse, operation_id="listModels")
 async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     models = await read(services, services.models.list, principal.project_id)
-    return JSON({"object": "list", "data": [model_json(m) for m in models]})
+    return JSON(models_list(models))
 
 
 @router.get("/{model:path}", response_model=Model, operation_id="retrieveModel")

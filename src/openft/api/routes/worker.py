@@ -11,16 +11,16 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.responses import StreamingResponse
 
 from openft.api.auth import ServicesDep, WorkerPrincipal
-from openft.api.responses import JSON
+from openft.api.responses import JSON, blob_response
 from openft.api.routes.files import _chunks
-from openft.api.schemas import checkpoint_json, job_json
 from openft.domain.entities import EventDraft, EventLevel, EventType, JobError
 from openft.domain.errors import InvalidRequest
+from openft.wire import checkpoint_json, job_json
 
 router = APIRouter(prefix="/v1/worker", tags=["worker protocol"])
 WorkerId = Annotated[str, Header(alias="OpenFT-Worker", min_length=1, max_length=128)]
@@ -150,16 +150,17 @@ async def add_checkpoint(
 )
 def checkpoint_archive(
     job_id: str, checkpoint_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> FileResponse:
-    path = services.worker.checkpoint_archive(job_id, worker_id, checkpoint_id)
-    return FileResponse(path, media_type="application/gzip")
+) -> StreamingResponse:
+    blob = services.worker.checkpoint_archive(job_id, worker_id, checkpoint_id)
+    return blob_response(blob, "application/gzip")
 
 
 @router.get("/jobs/{job_id}/files/{file_id}", operation_id="workerGetFile")
 def job_file(
     job_id: str, file_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> FileResponse:
-    return FileResponse(services.worker.job_file(job_id, worker_id, file_id))
+) -> StreamingResponse:
+    blob = services.worker.job_file(job_id, worker_id, file_id)
+    return blob_response(blob, "application/octet-stream")
 
 
 @router.post("/jobs/{job_id}/complete", operation_id="workerComplete")

@@ -1,0 +1,245 @@
+"""What the services see of storage: a transactional store of records and a blob store.
+
+Services depend on these abstract classes only; the concrete ones (SQL in
+`store.database`, a local directory in `store.local_blobs`) are built by the CLI's
+wiring. Every store method is named for the operation it performs and speaks in domain
+entities and public ids: no database type, row or primary key crosses this line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from openft.domain.entities import (
+    Blob,
+    Checkpoint,
+    Control,
+    Event,
+    EventDraft,
+    EventLog,
+    Job,
+    JobError,
+    JobStatus,
+    KeyScope,
+    MetadataFilter,
+    Method,
+    Outcome,
+    Page,
+    Principal,
+    Project,
+    StoredFile,
+)
+
+
+class Transaction(ABC):
+    """One database transaction: everything done through it commits together or not at all."""
+
+    # -- projects and keys ---------------------------------------------------------------
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Make one round trip to the database (the health check)."""
+
+    @abstractmethod
+    def get_or_create_project(self, name: str, now: int) -> Project: ...
+
+    @abstractmethod
+    def project_name(self, project_id: str) -> str: ...
+
+    @abstractmethod
+    def insert_key(self, key_hash: str, project_id: str, scope: KeyScope, now: int) -> None: ...
+
+    @abstractmethod
+    def find_principal(self, key_hash: str) -> Principal | None:
+        """Who holds the (unrevoked) key with this hash."""
+
+    # -- files ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_file(self, file: StoredFile) -> None: ...
+
+    @abstractmethod
+    def get_file(self, project_id: str, file_id: str) -> StoredFile | None: ...
+
+    @abstractmethod
+    def list_files(
+        self,
+        project_id: str,
+        *,
+        purpose: str | None,
+        after: str | None,
+        limit: int,
+        newest_first: bool,
+    ) -> Page[StoredFile]:
+        """A page of the project's files past the file `after` (which must exist)."""
+
+    @abstractmethod
+    def delete_file(self, project_id: str, file_id: str) -> bool:
+        """Delete the record; whether there was one."""
+
+    @abstractmethod
+    def active_job_using(self, file_id: str) -> str | None:
+        """The id of an unfinished job that reads this file, if any."""
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_job(self, job: Job) -> None: ...
+
+    @abstractmethod
+    def get_job(self, job_id: str, project_id: str | None = None) -> Job | None:
+        """The job; restricted to `project_id` when given."""
+
+    @abstractmethod
+    def list_jobs(
+        self, project_id: str, *, after: str | None, limit: int, metadata: MetadataFilter | None
+    ) -> Page[Job]:
+        """Newest first, past the job `after` (which must exist); `metadata` filters."""
+
+    @abstractmethod
+    def ids_in_status(self, status: JobStatus, *, updated_before: int, limit: int) -> list[str]:
+        """Ids of jobs in `status` untouched since `updated_before`, oldest first."""
+
+    @abstractmethod
+    def move_job(
+        self,
+        job_id: str,
+        now: int,
+        *,
+        expect: frozenset[JobStatus],
+        to: JobStatus,
+        error: JobError | None = None,
+    ) -> bool:
+        """Compare-and-set the job's status from one of `expect` to `to` (finished now if
+        `to` is terminal; any control request is dropped). Whether this call won."""
+
+    @abstractmethod
+    def set_control(
+        self, job_id: str, now: int, *, expect: JobStatus, control: Control | None
+    ) -> bool:
+        """Set (or clear) the request the job's worker acts on, while its status is `expect`."""
+
+    @abstractmethod
+    def fine_tuned_models(self, project_id: str) -> list[tuple[str, int]]:
+        """(model name, created_at) of the project's fine-tuned models, oldest first."""
+
+    # -- the worker's hold on a job ----------------------------------------------------------
+
+    @abstractmethod
+    def claim_next(self, worker_id: str, now: int) -> Job | None:
+        """Give the oldest queued job to `worker_id` (running, a new attempt); None if
+        none is queued. Racing claimers each get a different job."""
+
+    @abstractmethod
+    def set_method(self, job_id: str, now: int, method: Method) -> None:
+        """Record the job's method as resolved (its "auto" hyperparameters made numbers)."""
+
+    @abstractmethod
+    def renew_lease(
+        self,
+        job_id: str,
+        now: int,
+        *,
+        trained_tokens: int | None = None,
+        estimated_finish: int | None = None,
+    ) -> None:
+        """The worker is alive: its heartbeat, with the progress it reports."""
+
+    @abstractmethod
+    def record_event_batch(
+        self, job_id: str, now: int, *, batch: int, reported_step: int, drafts: Sequence[EventDraft]
+    ) -> list[Event]:
+        """Append a worker's numbered batch of events and remember it was applied (and the
+        highest step reported so far), renewing the lease."""
+
+    @abstractmethod
+    def end_lease(self, job_id: str, worker_id: str, now: int, outcome: Outcome) -> bool:
+        """Release `worker_id`'s hold on the running job, moving it to `outcome`.
+        False (and nothing changed) if that worker no longer holds it."""
+
+    @abstractmethod
+    def stale_running_ids(self, heartbeat_before: int) -> list[str]:
+        """Running jobs whose worker has not been heard from since `heartbeat_before`."""
+
+    # -- events --------------------------------------------------------------------------
+
+    @abstractmethod
+    def append_events(self, job_id: str, drafts: Sequence[EventDraft], now: int) -> list[Event]:
+        """Append `drafts` in order with gap-free sequence numbers, even when several
+        transactions append to one job at once."""
+
+    @abstractmethod
+    def event_log(self, job_id: str, project_id: str | None = None) -> EventLog | None:
+        """Where the job's log stands; None if unknown or (with `project_id`) not the project's."""
+
+    @abstractmethod
+    def events_page(self, log: EventLog, *, before_seq: int | None, limit: int) -> Page[Event]:
+        """Newest first; with `before_seq`, only the events strictly older than it."""
+
+    @abstractmethod
+    def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
+        """The `data` of every metrics event of a job, oldest first."""
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    @abstractmethod
+    def get_checkpoint(self, job_id: str, checkpoint_id: str) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def checkpoint_at_step(self, job_id: str, step: int) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def latest_checkpoint(self, job_id: str) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:
+        """Newest first (checkpoints are made in step order), past `after` (which must exist)."""
+
+
+class Store(ABC):
+    """Transaction scopes over one database."""
+
+    # Whether a read is cheap enough to run on the API's event loop (no network wait).
+    inline_reads: bool = False
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A read-only transaction: a consistent snapshot, never blocking writers."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Transaction]:
+        """A read-write transaction that holds the write lock from its first statement."""
+
+    @abstractmethod
+    def dispose(self) -> None: ...
+
+
+class BlobStore(ABC):
+    """Bytes by key (`files/file-…`, `checkpoints/ftjob-…/ftckpt_….tar.gz`, …): uploaded
+    files, checkpoint archives, adapters and results. A blob is written whole or not at
+    all: a reader never sees part of one. This is the seam where object storage plugs in
+    when API replicas run on several machines."""
+
+    @abstractmethod
+    def put(self, key: str, chunks: Iterable[bytes]) -> None:
+        """Store the blob (replacing one under the same key). If `chunks` raises, nothing
+        is stored and the error propagates."""
+
+    @abstractmethod
+    def get(self, key: str) -> Blob:
+        """The blob, opened; FileNotFoundError if there is none."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the blob if it exists."""
+
+    @abstractmethod
+    def unpack(self, prefix: str, archive: Iterable[bytes]) -> None:
+        """Unpack a tar.gz stream into blobs under `prefix/` (replacing what was there).
+        Refuses an archive with absolute paths, `..`, links or devices in it."""

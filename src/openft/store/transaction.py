@@ -1,0 +1,25 @@
+"""The SQL implementation of the store's `Transaction`: one class over one connection,
+its methods written by table in the modules it is assembled from."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+from openft.store.checkpoints import CheckpointQueries
+from openft.store.events import EventQueries
+from openft.store.files import FileQueries
+from openft.store.interface import Transaction
+from openft.store.jobs import JobQueries
+from openft.store.keys import KeyQueries
+
+_PING = text("SELECT 1")
+
+
+class SqlTransaction(
+    KeyQueries, FileQueries, JobQueries, EventQueries, CheckpointQueries, Transaction
+):
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def ping(self) -> None:
+        self._conn.execute(_PING)

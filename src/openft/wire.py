@@ -1,0 +1,261 @@
+"""The public API's objects as they travel on the wire, in OpenAI's shapes, and their
+conversions from the domain. Each shape is written once, as a TypedDict: FastAPI documents
+it in /openapi.json, mypy checks every conversion against it, and at run time it is a
+plain dict that routes serialise once (an events page is not validated a second time).
+The worker protocol embeds the job object too, hence this module outside `api`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from typing_extensions import TypedDict
+
+from openft.domain.entities import (
+    Checkpoint,
+    Event,
+    EventLevel,
+    EventType,
+    Job,
+    JobStatus,
+    ModelInfo,
+    Page,
+    StoredFile,
+)
+
+
+class OpenAIFile(TypedDict):
+    id: str
+    object: Literal["file"]
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["uploaded", "processed", "error"]
+
+
+class ListFilesResponse(TypedDict):
+    object: Literal["list"]
+    data: list[OpenAIFile]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeleteFileResponse(TypedDict):
+    id: str
+    object: Literal["file"]
+    deleted: bool
+
+
+class FineTuningJobError(TypedDict):
+    code: str
+    message: str
+    param: str | None
+
+
+class FineTuningJob(TypedDict):
+    object: Literal["fine_tuning.job"]
+    id: str
+    model: str
+    created_at: int
+    finished_at: int | None
+    fine_tuned_model: str | None
+    organization_id: str
+    result_files: list[str]
+    status: JobStatus
+    validation_file: str | None
+    training_file: str
+    hyperparameters: dict[str, Any]
+    trained_tokens: int | None
+    error: FineTuningJobError | None
+    seed: int
+    estimated_finish: int | None
+    integrations: list[dict[str, Any]]
+    method: dict[str, Any]
+    metadata: dict[str, str] | None
+    user_provided_suffix: str | None
+
+
+class ListPaginatedFineTuningJobsResponse(TypedDict):
+    object: Literal["list"]
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningJobEvent(TypedDict):
+    """Compatible with OpenAI's FineTuningJobEvent and Nebius' (seed 002)."""
+
+    object: Literal["fine_tuning.job.event"]
+    id: str
+    created_at: int
+    level: EventLevel
+    message: str
+    type: EventType
+    data: dict[str, Any]
+
+
+class ListFineTuningJobEventsResponse(TypedDict):
+    object: Literal["list"]
+    data: list[FineTuningJobEvent]
+    has_more: bool
+
+
+class FineTuningJobCheckpoint(TypedDict):
+    object: Literal["fine_tuning.job.checkpoint"]
+    id: str
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: dict[str, float]
+    step_number: int
+
+
+class ListFineTuningJobCheckpointsResponse(TypedDict):
+    object: Literal["list"]
+    data: list[FineTuningJobCheckpoint]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class Model(TypedDict):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ListModelsResponse(TypedDict):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+# -- conversions ------------------------------------------------------------------
+
+
+def file_json(file: StoredFile) -> OpenAIFile:
+    return {
+        "id": file.id,
+        "object": "file",
+        "bytes": file.bytes,
+        "created_at": file.created_at,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+    }
+
+
+def job_json(job: Job) -> FineTuningJob:
+    hyper = job.method.hyperparameters
+    return {
+        "object": "fine_tuning.job",
+        "id": job.id,
+        "model": job.model,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "fine_tuned_model": job.fine_tuned_model,
+        "organization_id": job.project_id,
+        "result_files": job.result_files,
+        "status": job.status,
+        "validation_file": job.validation_file,
+        "training_file": job.training_file,
+        "hyperparameters": {
+            "batch_size": hyper.batch_size,
+            "learning_rate_multiplier": hyper.learning_rate_multiplier,
+            "n_epochs": hyper.n_epochs,
+        },
+        "trained_tokens": job.trained_tokens,
+        "error": (
+            {"code": job.error.code, "message": job.error.message, "param": job.error.param}
+            if job.error
+            else None
+        ),
+        "seed": job.seed,
+        "estimated_finish": job.estimated_finish,
+        "integrations": [],
+        "method": job.method.to_dict(),
+        "metadata": job.metadata,
+        "user_provided_suffix": job.suffix,
+    }
+
+
+def event_json(event: Event) -> FineTuningJobEvent:
+    return {
+        "object": "fine_tuning.job.event",
+        "id": event.id,
+        "created_at": event.created_at,
+        "level": event.level,
+        "message": event.message,
+        "type": event.type,
+        "data": event.data,
+    }
+
+
+def checkpoint_json(checkpoint: Checkpoint) -> FineTuningJobCheckpoint:
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": checkpoint.id,
+        "created_at": checkpoint.created_at,
+        "fine_tuned_model_checkpoint": checkpoint.fine_tuned_model_checkpoint,
+        "fine_tuning_job_id": checkpoint.job_id,
+        "metrics": checkpoint.metrics,
+        "step_number": checkpoint.step_number,
+    }
+
+
+def model_json(model: ModelInfo) -> Model:
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+
+
+# -- lists ---------------------------------------------------------------------------
+
+
+def _ends(data: Sequence[OpenAIFile] | Sequence[FineTuningJobCheckpoint]) -> tuple[str, str] | None:
+    """OpenAI's `first_id` and `last_id` of a page (null when it is empty)."""
+    return (data[0]["id"], data[-1]["id"]) if data else None
+
+
+def files_list(page: Page[StoredFile]) -> ListFilesResponse:
+    data = [file_json(file) for file in page.items]
+    ends = _ends(data)
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": ends and ends[0],
+        "last_id": ends and ends[1],
+        "has_more": page.has_more,
+    }
+
+
+def jobs_list(page: Page[Job]) -> ListPaginatedFineTuningJobsResponse:
+    return {"object": "list", "data": [job_json(j) for j in page.items], "has_more": page.has_more}
+
+
+def events_list(page: Page[Event]) -> ListFineTuningJobEventsResponse:
+    return {
+        "object": "list",
+        "data": [event_json(e) for e in page.items],
+        "has_more": page.has_more,
+    }
+
+
+def checkpoints_list(page: Page[Checkpoint]) -> ListFineTuningJobCheckpointsResponse:
+    data = [checkpoint_json(checkpoint) for checkpoint in page.items]
+    ends = _ends(data)
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": ends and ends[0],
+        "last_id": ends and ends[1],
+        "has_more": page.has_more,
+    }
+
+
+def models_list(models: Sequence[ModelInfo]) -> ListModelsResponse:
+    return {"object": "list", "data": [model_json(m) for m in models]}
