@@ -21,7 +21,6 @@ import random
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,22 +28,16 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from openft.cli.wiring import build_services  # noqa: E402
-from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope, Principal  # noqa: E402
-from openft.domain.ids import event_id  # noqa: E402
-from openft.services.container import Services  # noqa: E402
-from openft.services.jobs import NewJob  # noqa: E402
-from openft.settings import Settings  # noqa: E402
-from openft.store.database import sqlite_url  # noqa: E402
-from tests.support import (  # noqa: E402
-    chat_file,
-    create_postgres_database,
-    drop_postgres_database,
-    running_server,
-)
+from openft.cli.wiring import build_services
+from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope, Principal
+from openft.domain.ids import event_id
+from openft.services.container import Services
+from openft.services.jobs import NewJob
+from openft.settings import Settings
+from openft.store.database import sqlite_url
+from openft.testing.data import chat_file
+from openft.testing.databases import create_postgres_database, drop_postgres_database
+from openft.testing.server import running_server
 
 BATCH = 1000
 PAGE_SAMPLES = 2000

@@ -21,13 +21,9 @@ import argparse
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def dataset(n: int) -> bytes:
@@ -122,7 +118,7 @@ def openft_run(model_dir: Path, data: Path, args: argparse.Namespace) -> tuple[f
     from openai import OpenAI
 
     from openft.store.database import sqlite_url
-    from tests.support import running_server
+    from openft.testing.server import running_server
 
     work = Path(tempfile.mkdtemp(prefix="openft-train-bench-"))
     with running_server(sqlite_url(work), work, f"bench={model_dir}", worker=True) as server:

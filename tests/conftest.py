@@ -13,7 +13,7 @@ from openft.services.container import Services
 from openft.settings import Settings
 from openft.store.database import make_admin_engine, sqlite_url
 from openft.store.migrate import upgrade
-from tests.support import (
+from openft.testing.databases import (
     create_postgres_database,
     drop_postgres_database,
     postgres_admin_url,
@@ -76,7 +76,7 @@ def principal(services: Services) -> Principal:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random causal LM and tokenizer, built locally once per test session."""
+    from openft.testing.data import toy_chat_file
     from openft.training.tiny import build_tiny_model
-    from tests.support import toy_chat_file
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), [toy_chat_file().decode()])

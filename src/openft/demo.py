@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openft.cli.local import local_server, openft_command
+from openft.testing.server import local_server, openft_command
 
 SAMPLE = [
     ("What is the capital of France?", "Paris."),

@@ -11,8 +11,8 @@ from openai import AsyncOpenAI, OpenAI
 from openft.cli.wiring import build_services
 from openft.services.container import Services
 from openft.settings import Settings
+from openft.testing.server import Server, running_server
 from tests.conftest import BACKENDS, _fresh_database
-from tests.support import Server, running_server
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

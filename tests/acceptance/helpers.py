@@ -7,7 +7,7 @@ import time
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
-from tests.support import chat_file
+from openft.testing.data import chat_file
 
 
 def upload_chat(client: OpenAI, n: int = 12) -> str:

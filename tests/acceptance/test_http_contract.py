@@ -9,9 +9,10 @@ import httpx
 import pytest
 import yaml
 
+from openft.testing.data import chat_file
+from openft.testing.server import Server
 from tests.acceptance.helpers import queued_job
 from tests.schemas import CONTRACT, assert_valid
-from tests.support import Server, chat_file
 
 
 @pytest.fixture

@@ -7,14 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
+from openft.domain.status import TERMINAL
+from openft.testing.data import toy_chat_file
+from openft.testing.server import Server, running_server, wait_until
 from tests.conftest import _fresh_database
-from tests.support import TERMINAL, Server, running_server, toy_chat_file, wait_until
+
+# Each test here trains a real (tiny) model: minutes, not seconds.
+pytestmark = pytest.mark.slow
 
 WORKER_ENV = {"OPENFT_HEARTBEAT_SECONDS": "1"}
 SERVER_ENV = {"OPENFT_HEARTBEAT_TIMEOUT_SECONDS": "4"}
@@ -44,7 +49,7 @@ def postgres_server(
     yield from make_server("postgres", request, tmp_path, tiny_model)
 
 
-def worker_starter(server: Server, tmp_path: Path) -> Iterator[StartWorker]:
+def worker_starter(server: Server, tmp_path: Path) -> Generator[StartWorker, None, None]:
     key = server.new_key("workers", scope="worker")
     started: list[subprocess.Popen[bytes]] = []
 

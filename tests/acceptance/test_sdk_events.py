@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any, cast
 
 import openai
 import pytest
@@ -47,7 +48,7 @@ def big_job(server, backdoor: Services) -> str:  # type: ignore[no-untyped-def]
 def test_auto_pagination_is_newest_first_without_gap_or_duplicate(
     client: OpenAI, big_job: str, limit: int | None
 ) -> None:
-    kwargs = {} if limit is None else {"limit": limit}
+    kwargs: dict[str, Any] = {} if limit is None else {"limit": limit}
     events = list(client.fine_tuning.jobs.list_events(big_job, **kwargs))
     assert len(events) == TOTAL
     assert len({e.id for e in events}) == TOTAL
@@ -83,11 +84,13 @@ def test_paging_stays_exact_while_events_are_appended(client: OpenAI, backdoor: 
     # Everything from the head of the first page back to the oldest event, nothing else.
     older = [e for e in events if not e.message.startswith("live")]
     assert len(older) == 503
-    assert [e.data.get("step") for e in older if e.type == "metrics"] == list(range(500, 0, -1))  # type: ignore[union-attr]
+    steps = [cast(dict[str, Any], e.data).get("step") for e in older if e.type == "metrics"]
+    assert steps == list(range(500, 0, -1))
 
 
 def test_after_the_oldest_event_is_an_empty_last_page(client: OpenAI, big_job: str) -> None:
-    oldest = client.fine_tuning.jobs.list_events(big_job, limit=1000, after=None)
+    # after=None, as some clients send it: the same as no cursor.
+    oldest = client.fine_tuning.jobs.list_events(big_job, limit=1000, after=None)  # type: ignore[arg-type]
     *_, last_page = [oldest, *oldest.iter_pages()]
     oldest_id = last_page.data[-1].id
     empty = client.fine_tuning.jobs.list_events(big_job, after=oldest_id)

@@ -6,7 +6,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from tests.support import chat_file, preference_file
+from openft.testing.data import chat_file, preference_file
 
 
 def test_upload_list_retrieve_download_delete(client: OpenAI) -> None:
@@ -42,7 +42,7 @@ def test_bad_uploads_are_400_and_store_nothing(client: OpenAI) -> None:
     before = [f.id for f in client.files.list()]
     with pytest.raises(openai.BadRequestError, match="line 2: not valid JSON"):
         client.files.create(file=("bad.jsonl", chat_file(1) + b"{nope\n"), purpose="fine-tune")
-    with pytest.raises(openai.BadRequestError, match="Must be .jsonl"):
+    with pytest.raises(openai.BadRequestError, match=r"Must be \.jsonl"):
         client.files.create(file=("bad.txt", chat_file(1)), purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as raised:
         client.files.create(file=("x.jsonl", chat_file(1)), purpose="wrong")  # type: ignore[arg-type]

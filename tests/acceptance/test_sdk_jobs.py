@@ -6,8 +6,9 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+from openft.testing.data import preference_file
+from openft.testing.server import Server
 from tests.acceptance.helpers import queued_job, upload_chat, wait_for_status
-from tests.support import Server, preference_file
 
 
 def test_create_validates_then_queues_with_openai_events(client: OpenAI) -> None:
@@ -67,7 +68,8 @@ def test_list_retrieve_and_metadata_filter(client: OpenAI) -> None:
 
 def test_cancel_pause_resume(client: OpenAI) -> None:
     job = queued_job(client)
-    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    # The SDK's status literal predates pause: hence the ignores on "paused".
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"  # type: ignore[comparison-overlap]
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
     cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None

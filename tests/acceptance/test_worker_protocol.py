@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from openai import OpenAI
 
+from openft.testing.server import Server
 from tests.acceptance.helpers import upload_chat, wait_for_status
-from tests.support import Server
 
 
 def worker_http(server: Server, key: str, worker_id: str = "w-test") -> httpx.Client:

@@ -12,7 +12,7 @@ from openft.domain.entities import EventDraft, EventLevel, EventType, Principal
 from openft.domain.errors import InvalidCursor, NotFound
 from openft.services.container import Services
 from openft.services.jobs import NewJob
-from tests.support import chat_file
+from openft.testing.data import chat_file
 
 
 def make_job(services: Services, principal: Principal) -> str:

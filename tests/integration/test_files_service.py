@@ -10,9 +10,9 @@ from openft.domain.entities import FileFormat, Principal
 from openft.domain.errors import InvalidFile, InvalidRequest, PayloadTooLarge
 from openft.services.container import Services
 from openft.services.files import FileService
-from openft.store.local_blobs import LocalBlobs
 from openft.services.jobs import NewJob
-from tests.support import chat_file
+from openft.store.local_blobs import LocalBlobs
+from openft.testing.data import chat_file
 
 
 def blobs(directory: Path) -> list[str]:
@@ -37,7 +37,7 @@ def test_invalid_uploads_leave_nothing_behind(
     before = blobs(files_dir)
     with pytest.raises(InvalidFile, match="line 13"):
         services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(12), b"{oops\n"])
-    with pytest.raises(InvalidFile, match="Must be .jsonl"):
+    with pytest.raises(InvalidFile, match=r"Must be \.jsonl"):
         services.files.upload(principal, "train.csv", "fine-tune", [chat_file()])
     with pytest.raises(InvalidRequest) as raised:
         services.files.upload(principal, "train.jsonl", "fine-tune-results", [chat_file()])

@@ -11,7 +11,7 @@ from openft.domain.entities import Job, JobStatus, KeyScope, MetadataFilter, Pri
 from openft.domain.errors import InvalidCursor, InvalidRequest, InvalidTransition, NotFound
 from openft.services.container import Services
 from openft.services.jobs import NewJob
-from tests.support import chat_file, chat_line, preference_file
+from openft.testing.data import chat_file, chat_line, preference_file
 
 
 def upload(services: Services, principal: Principal, data: bytes, name: str = "train.jsonl") -> str:
@@ -206,7 +206,9 @@ def test_list_pages_newest_first_and_filters_metadata(
     assert [j.id for j in team_a.items] == [created[3], created[0]]
     both = services.jobs.list(principal, metadata=MetadataFilter({"team": "a", "env": "prod"}))
     assert [j.id for j in both.items] == [created[3]]
-    assert [j.id for j in services.jobs.list(principal, metadata=MetadataFilter(None)).items] == [created[1]]
+    assert [j.id for j in services.jobs.list(principal, metadata=MetadataFilter(None)).items] == [
+        created[1]
+    ]
     with pytest.raises(InvalidCursor):
         services.jobs.list(principal, after="ftjob-unknown")
 

@@ -11,7 +11,7 @@ from openft.domain.errors import LeaseLost
 from openft.domain.messages import step_metrics
 from openft.services.container import Services
 from openft.services.jobs import NewJob
-from tests.support import chat_file
+from openft.testing.data import chat_file
 
 
 def queued(services: Services, principal: Principal, **kwargs: object) -> str:

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from openft.domain.entities import JobStatus, MethodType
@@ -58,7 +60,7 @@ def test_terminal_statuses_go_nowhere() -> None:
 
 def test_the_lifecycle_moves_are_allowed() -> None:
     path = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
-    assert all(can_move(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(can_move(a, b) for a, b in itertools.pairwise(path))
     assert can_move(JobStatus.QUEUED, JobStatus.PAUSED) and can_move(
         JobStatus.PAUSED, JobStatus.QUEUED
     )

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from openft.domain.entities import FileFormat
 from openft.domain.errors import InvalidFile
 from openft.domain.validation import FileValidator
-from tests.support import chat_file, chat_line, preference_file
+from openft.testing.data import chat_file, chat_line, preference_file
 
 
 def validate(data: bytes, expected: FileFormat | None = None, min_examples: int = 1):  # type: ignore[no-untyped-def]

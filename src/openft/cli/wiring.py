@@ -5,7 +5,7 @@ from __future__ import annotations
 from openft.domain.entities import BaseModel
 from openft.services.artifacts import Artifacts
 from openft.services.checkpoints import CheckpointService
-from openft.services.clock import system_clock
+from openft.services.clock import Clock, system_clock
 from openft.services.container import Services
 from openft.services.events import EventService
 from openft.services.files import FileService
@@ -34,8 +34,11 @@ def runner_settings(settings: Settings) -> RunnerSettings:
     )
 
 
-def build_services(settings: Settings, base_models: list[BaseModel] | None = None) -> Services:
-    """Connect to the database (creating an empty one's schema) and build every service.
+def build_services(
+    settings: Settings, base_models: list[BaseModel] | None = None, clock: Clock = system_clock
+) -> Services:
+    """Connect to the database (creating an empty one's schema) and build every service
+    (on `clock`'s time: tests move it).
 
     Raises `SchemaMismatch` when the database holds a schema other than ours.
     """
@@ -43,16 +46,16 @@ def build_services(settings: Settings, base_models: list[BaseModel] | None = Non
     ensure_schema(engine)
     db = Database(engine)
     blobs = LocalBlobs(settings.data_dir)
-    files = FileService(db, blobs, settings.max_upload_bytes)
+    files = FileService(db, blobs, settings.max_upload_bytes, clock)
     if base_models is None:
         base_models = settings.base_models()
-    models = ModelService(db, base_models, system_clock())
+    models = ModelService(db, base_models, clock())
     return Services(
         db=db,
-        keys=KeyService(db),
+        keys=KeyService(db, clock),
         files=files,
-        jobs=JobService(db, files, models, min_examples=settings.min_examples),
-        events=EventService(db),
+        jobs=JobService(db, files, models, min_examples=settings.min_examples, clock=clock),
+        events=EventService(db, clock),
         models=models,
         checkpoints=CheckpointService(db),
         worker=WorkerService(
@@ -62,5 +65,6 @@ def build_services(settings: Settings, base_models: list[BaseModel] | None = Non
             Artifacts(blobs),
             heartbeat_timeout=settings.heartbeat_timeout_seconds,
             max_attempts=settings.max_attempts,
+            clock=clock,
         ),
     )

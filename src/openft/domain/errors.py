@@ -8,9 +8,10 @@ OpenFTError
  ├── Unauthenticated         401  missing or wrong API key
  ├── PermissionDenied        403  a key whose scope does not allow the operation
  ├── NotFound                404  unknown (or other project's) job, file or model
+ ├── LeaseLost               409  the worker no longer holds the job it reports into
  ├── PayloadTooLarge         413  an upload over the configured size limit
- └── SchemaMismatch          --   the database schema is not the one this code knows
-"""
+ ├── StoreUnavailable        503  the database cannot be reached: retry later
+ └── SchemaMismatch          500  the database schema is not the one this code knows"""
 
 from __future__ import annotations
 

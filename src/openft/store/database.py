@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from openft.domain.errors import StoreUnavailable
 from openft.store.interface import Store, Transaction
@@ -52,14 +52,16 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create the engine for `url` (a SQLite path URL or a postgresql+psycopg URL)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        connect_args = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        if parsed.database in (None, "", ":memory:"):
+            # One in-memory database lives in one connection: every checkout shares it
+            # (for tests of the services, one thread at a time).
+            engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+        else:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_size=pool_size,
-            max_overflow=pool_size,
-        )
+            engine = create_engine(
+                url, connect_args=connect_args, pool_size=pool_size, max_overflow=pool_size
+            )
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":

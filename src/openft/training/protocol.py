@@ -1,24 +1,79 @@
-"""Messages from the trainer subprocess to its worker: JSON lines on a pipe of their own.
+"""Messages from the trainer subprocess to its worker: one JSON object per line on a pipe
+of their own, each a class below told apart by its `kind`.
 
 The pipe's file descriptor is in OPENFT_PROTOCOL_FD, so stdout and stderr stay free for
-the libraries' own output (which goes to the job's log). Kinds:
-
-    {"kind": "message", "level": "info", "message": "..."}
-    {"kind": "metrics", "data": {"step": 3, "total_steps": 30, "train_loss": ..., ...}}
-    {"kind": "progress", "trained_tokens": 1200, "estimated_finish": 1795315700}
-    {"kind": "checkpoint", "step": 10, "path": "/.../checkpoint-10", "metrics": {...}}
-    {"kind": "done", "trained_tokens": 3600, "adapter": "/.../adapter"}
-    {"kind": "stopped", "reason": "cancel" | "pause"}
-    {"kind": "error", "code": "...", "message": "...", "param": null}
+the libraries' own output (which goes to the job's log).
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from openft.domain.entities import Control, EventLevel
 
 FD_ENV = "OPENFT_PROTOCOL_FD"
+
+
+class Log(BaseModel):
+    """A status message for the job's events."""
+
+    kind: Literal["message"] = "message"
+    level: EventLevel = EventLevel.INFO
+    message: str
+
+
+class Metrics(BaseModel):
+    """One step's metrics: `step`, `total_steps`, `train_loss`, … (see domain.messages)."""
+
+    kind: Literal["metrics"] = "metrics"
+    data: dict[str, Any]
+
+
+class Progress(BaseModel):
+    kind: Literal["progress"] = "progress"
+    trained_tokens: int
+    estimated_finish: int
+
+
+class CheckpointSaved(BaseModel):
+    kind: Literal["checkpoint"] = "checkpoint"
+    step: int
+    path: str
+    metrics: dict[str, float]
+
+
+class Done(BaseModel):
+    kind: Literal["done"] = "done"
+    trained_tokens: int
+    adapter: str
+
+
+class Stopped(BaseModel):
+    """Training stopped at a step boundary as the worker's control file asked."""
+
+    kind: Literal["stopped"] = "stopped"
+    reason: Control
+
+
+class Failed(BaseModel):
+    kind: Literal["error"] = "error"
+    code: str
+    message: str
+    param: str | None = None
+
+
+TrainerMessage = Annotated[
+    Log | Metrics | Progress | CheckpointSaved | Done | Stopped | Failed,
+    Field(discriminator="kind"),
+]
+_MESSAGE: TypeAdapter[TrainerMessage] = TypeAdapter(TrainerMessage)
+
+
+def parse(line: bytes) -> TrainerMessage:
+    return _MESSAGE.validate_json(line)
 
 
 class Reporter:
@@ -29,6 +84,6 @@ class Reporter:
     def from_environment(cls) -> Reporter:
         return cls(os.fdopen(int(os.environ[FD_ENV]), "w", buffering=1))
 
-    def send(self, kind: str, **fields: Any) -> None:
-        self._stream.write(json.dumps({"kind": kind, **fields}) + "\n")
+    def send(self, message: TrainerMessage) -> None:
+        self._stream.write(message.model_dump_json() + "\n")
         self._stream.flush()

@@ -15,11 +15,21 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from openft.domain.entities import Control, MethodType
 from openft.domain.errors import InvalidFile
+from openft.training.chat_template import CHAT_TEMPLATE
 from openft.training.data import chat_dataset, preference_dataset
-from openft.training.protocol import Reporter
+from openft.training.protocol import (
+    CheckpointSaved,
+    Done,
+    Failed,
+    Log,
+    Metrics,
+    Progress,
+    Reporter,
+    Stopped,
+)
 from openft.training.spec import TrainingSpec
-from openft.training.tiny import CHAT_TEMPLATE
 
 
 class TrainingError(Exception):
@@ -99,13 +109,13 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
 
         def __init__(self) -> None:
             self.trainer: Any = None
-            self.stopped: str | None = None
+            self.stopped: Control | None = None
             self._valid: Any = None
             self._started = time.monotonic()
             self._last = (time.monotonic(), 0.0)
 
         def _valid_batch(self) -> list[Any]:
-            if self.trainer.eval_dataset is None or spec.method != "supervised":
+            if self.trainer.eval_dataset is None or spec.method is not MethodType.SUPERVISED:
                 return []
             if self._valid is None:
                 self._valid = iter(self.trainer.get_eval_dataloader())
@@ -117,10 +127,10 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             request = control_file.read_text().strip() if control_file.exists() else ""
-            if request in ("cancel", "pause") and self.stopped is None:
-                self.stopped = request
+            if request in set(Control) and self.stopped is None:
+                self.stopped = Control(request)
                 control.should_training_stop = True
-                control.should_save = request == "pause"
+                control.should_save = self.stopped is Control.PAUSE
             return control
 
         def on_log(
@@ -160,19 +170,17 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
                     valid["accuracy"],
                 )
             if step >= total and self.trainer.eval_dataset is not None and model is not None:
-                if spec.method == "supervised":
+                if spec.method is MethodType.SUPERVISED:
                     full = _evaluate(model, self.trainer.get_eval_dataloader())
                     data["full_valid_loss"], data["full_valid_mean_token_accuracy"] = (
                         full["loss"],
                         full["accuracy"],
                     )
-            reporter.send("metrics", data={k: _round(v) for k, v in data.items() if v is not None})
+            reporter.send(Metrics(data={k: _round(v) for k, v in data.items() if v is not None}))
             elapsed = now - self._started
             remaining = elapsed / max(1, step) * (total - step)
             reporter.send(
-                "progress",
-                trained_tokens=int(tokens),
-                estimated_finish=int(time.time() + remaining),
+                Progress(trained_tokens=int(tokens), estimated_finish=int(time.time() + remaining))
             )
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -184,10 +192,11 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
             if "mean_token_accuracy" in last:
                 metrics["train_mean_token_accuracy"] = last["mean_token_accuracy"]
             reporter.send(
-                "checkpoint",
-                step=state.global_step,
-                path=str(path),
-                metrics={k: _round(v) for k, v in metrics.items()},
+                CheckpointSaved(
+                    step=state.global_step,
+                    path=str(path),
+                    metrics={k: _round(v) for k, v in metrics.items()},
+                )
             )
 
     return Reporting()
@@ -200,10 +209,10 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
 
     hyper = spec.hyperparameters
     torch.manual_seed(spec.seed)
-    reporter.send("message", level="info", message=f"Loading base model {spec.model_source}")
+    reporter.send(Log(message=f"Loading base model {spec.model_source}"))
     model, tokenizer = _load(spec)
-    max_length = int(hyper.get("max_length", 1024))
-    if spec.method == "dpo":
+    max_length = hyper.max_length
+    if spec.method is MethodType.DPO:
         train_rows = preference_dataset(Path(spec.training_file), "training file")
         valid_rows = (
             preference_dataset(Path(spec.validation_file), "validation file")
@@ -224,7 +233,7 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
             else None
         )
         tokens_per_epoch = sum(len(r["input_ids"]) for r in train_rows)
-    batch_size = int(hyper["batch_size"])
+    batch_size = int(hyper.batch_size)
     if batch_size > len(train_rows):
         raise TrainingError(
             "invalid_batch_size",
@@ -239,10 +248,10 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)
     common: dict[str, Any] = dict(
         output_dir=spec.output_dir,
-        num_train_epochs=int(hyper["n_epochs"]),
+        num_train_epochs=int(hyper.n_epochs),
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
-        learning_rate=spec.learning_rate * float(hyper["learning_rate_multiplier"]),
+        learning_rate=spec.learning_rate * float(hyper.learning_rate_multiplier),
         logging_steps=spec.metrics_every,
         save_strategy="steps" if spec.checkpoint_every else "epoch",
         save_steps=spec.checkpoint_every or steps_per_epoch,
@@ -254,18 +263,19 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
         bf16=next(model.parameters()).dtype == torch.bfloat16,
     )
     lora = LoraConfig(
-        r=int(hyper.get("lora_rank", 8)),
-        lora_alpha=int(hyper.get("lora_alpha", 16)),
-        lora_dropout=float(hyper.get("lora_dropout", 0.0)),
-        target_modules=_targets(str(hyper.get("lora_target_modules", "all-linear"))),
+        r=hyper.lora_rank,
+        lora_alpha=hyper.lora_alpha,
+        lora_dropout=hyper.lora_dropout,
+        target_modules=_targets(hyper.lora_target_modules),
         task_type="CAUSAL_LM",
     )
     callback = _callback(spec, reporter, tokens_per_epoch)
     trainer: Any
-    if spec.method == "dpo":
+    if spec.method is MethodType.DPO:
+        assert isinstance(hyper.beta, int | float), "a DPO job's beta is resolved on claim"
         trainer = DPOTrainer(
             model=model,
-            args=DPOConfig(beta=float(hyper["beta"]), **common),
+            args=DPOConfig(beta=float(hyper.beta), **common),
             train_dataset=train_set,
             eval_dataset=valid_set,
             processing_class=tokenizer,
@@ -283,16 +293,16 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
             callbacks=[callback],
         )
     callback.trainer = trainer
-    reporter.send("message", level="info", message=f"Training on {trainer.args.device}")
+    reporter.send(Log(message=f"Training on {trainer.args.device}"))
     trainer.train(resume_from_checkpoint=spec.resume_from)
     if callback.stopped:
-        reporter.send("stopped", reason=callback.stopped)
+        reporter.send(Stopped(reason=callback.stopped))
         return
     adapter = Path(spec.output_dir) / "adapter"
     trainer.model.save_pretrained(adapter)
     tokenizer.save_pretrained(adapter)
-    epochs = int(hyper["n_epochs"])
-    reporter.send("done", trained_tokens=tokens_per_epoch * epochs, adapter=str(adapter))
+    epochs = int(hyper.n_epochs)
+    reporter.send(Done(trained_tokens=tokens_per_epoch * epochs, adapter=str(adapter)))
 
 
 def _targets(value: str) -> str | list[str]:
@@ -310,10 +320,10 @@ def main(argv: list[str]) -> int:
         train(spec, reporter)
         return 0
     except TrainingError as exc:
-        reporter.send("error", code=exc.code, message=exc.message, param=exc.param)
+        reporter.send(Failed(code=exc.code, message=exc.message, param=exc.param))
     except InvalidFile as exc:
         reporter.send(
-            "error", code="invalid_training_file", message=exc.message, param="training_file"
+            Failed(code="invalid_training_file", message=exc.message, param="training_file")
         )
     except Exception as exc:
         traceback.print_exc()
@@ -321,18 +331,18 @@ def main(argv: list[str]) -> int:
 
         if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
             reporter.send(
-                "error",
-                code="out_of_memory",
-                message=f"Training ran out of memory: {exc}. Create the job again with a smaller "
-                "batch_size (or max_length).",
-                param="hyperparameters.batch_size",
+                Failed(
+                    code="out_of_memory",
+                    message=f"Training ran out of memory: {exc}. Create the job again with a "
+                    "smaller batch_size (or max_length).",
+                    param="hyperparameters.batch_size",
+                )
             )
         else:
             reporter.send(
-                "error",
-                code="training_error",
-                message=f"Training failed: {type(exc).__name__}: {exc}",
-                param=None,
+                Failed(
+                    code="training_error", message=f"Training failed: {type(exc).__name__}: {exc}"
+                )
             )
     return 1
 

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
+from openft.domain.entities import Hyperparameters, MethodType
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
 
 
 @dataclass(frozen=True, slots=True)
 class TrainingSpec:
     job_id: str
-    method: str  # "supervised" | "dpo"
+    method: MethodType
     model_source: str  # a Hugging Face id or a local directory
     training_file: str  # local paths
     validation_file: str | None
-    hyperparameters: dict[str, Any]  # resolved: numbers, no "auto"
+    hyperparameters: Hyperparameters  # resolved: numbers, no "auto"
     seed: int
     output_dir: str
     control_file: str
@@ -31,4 +31,10 @@ class TrainingSpec:
 
     @classmethod
     def read(cls, path: Path) -> TrainingSpec:
-        return cls(**json.loads(path.read_text()))
+        fields = json.loads(path.read_text())
+        spec = cls(**fields)
+        return replace(
+            spec,
+            method=MethodType(fields["method"]),
+            hyperparameters=Hyperparameters(**fields["hyperparameters"]),
+        )

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
+from openft.domain.entities import Control, EventDraft, JobError
 from openft.domain.errors import LeaseLost
+from openft.wire import FineTuningJob, FineTuningJobCheckpoint
+from openft.worker.protocol import (
+    WORKER_HEADER,
+    BatchReply,
+    CheckpointMeta,
+    ClaimReply,
+    ClaimRequest,
+    CompletionMeta,
+    EventBatch,
+    EventIn,
+    Failure,
+    Heartbeat,
+    HeartbeatReply,
+)
 
-T = TypeVar("T")
 RETRIES = 5
 
 
@@ -21,7 +34,7 @@ class WorkerClient:
         self.worker_id = worker_id
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/v1/worker",
-            headers={"Authorization": f"Bearer {key}", "OpenFT-Worker": worker_id},
+            headers={"Authorization": f"Bearer {key}", WORKER_HEADER: worker_id},
             timeout=timeout,
         )
 
@@ -47,46 +60,58 @@ class WorkerClient:
             return response
         raise AssertionError("unreachable")
 
-    def claim(self) -> dict[str, Any] | None:
-        response = self._call(lambda: self._http.post("/claim", json={"worker_id": self.worker_id}))
-        return None if response.status_code == 204 else dict(response.json())
+    def _post(self, path: str, message: BaseModel | None = None) -> httpx.Response:
+        body = message.model_dump(mode="json") if message is not None else None
+        return self._call(lambda: self._http.post(path, json=body))
 
-    def heartbeat(self, job_id: str, progress: dict[str, int]) -> str | None:
-        response = self._call(lambda: self._http.post(f"/jobs/{job_id}/heartbeat", json=progress))
-        control: str | None = response.json()["control"]
-        return control
+    def claim(self) -> ClaimReply | None:
+        response = self._post("/claim", ClaimRequest(worker_id=self.worker_id))
+        return (
+            None
+            if response.status_code == 204
+            else ClaimReply.model_validate_json(response.content)
+        )
 
-    def report(self, job_id: str, batch: int, events: list[dict[str, Any]]) -> None:
-        body = {"batch": batch, "events": events}
-        self._call(lambda: self._http.post(f"/jobs/{job_id}/events", json=body))
+    def heartbeat(self, job_id: str, progress: Heartbeat) -> Control | None:
+        response = self._post(f"/jobs/{job_id}/heartbeat", progress)
+        return HeartbeatReply.model_validate_json(response.content).control
 
-    def _upload(self, path: str, meta: dict[str, Any], archive: Path) -> dict[str, Any]:
+    def report(self, job_id: str, batch: int, drafts: Sequence[EventDraft]) -> bool:
+        """Send one numbered batch; whether the server applied it (not a retried duplicate)."""
+        message = EventBatch(batch=batch, events=[EventIn.of(draft) for draft in drafts])
+        response = self._post(f"/jobs/{job_id}/events", message)
+        return BatchReply.model_validate_json(response.content).applied
+
+    def _upload(self, path: str, meta: BaseModel, archive: Path) -> httpx.Response:
         def send() -> httpx.Response:
             with open(archive, "rb") as handle:
                 return self._http.post(
                     path,
-                    data={"meta": json.dumps(meta)},
+                    data={"meta": meta.model_dump_json()},
                     files={"archive": (archive.name, handle, "application/gzip")},
                 )
 
-        return dict(self._call(send).json())
+        return self._call(send)
 
     def add_checkpoint(
-        self, job_id: str, step: int, metrics: dict[str, Any], archive: Path
-    ) -> dict[str, Any]:
-        return self._upload(
-            f"/jobs/{job_id}/checkpoints", {"step": step, "metrics": metrics}, archive
-        )
+        self, job_id: str, step: int, metrics: dict[str, float], archive: Path
+    ) -> FineTuningJobCheckpoint:
+        meta = CheckpointMeta(step=step, metrics=metrics)
+        response = self._upload(f"/jobs/{job_id}/checkpoints", meta, archive)
+        checkpoint: FineTuningJobCheckpoint = response.json()
+        return checkpoint
 
-    def complete(self, job_id: str, trained_tokens: int, adapter: Path) -> dict[str, Any]:
-        return self._upload(f"/jobs/{job_id}/complete", {"trained_tokens": trained_tokens}, adapter)
+    def complete(self, job_id: str, trained_tokens: int, adapter: Path) -> FineTuningJob:
+        meta = CompletionMeta(trained_tokens=trained_tokens)
+        job: FineTuningJob = self._upload(f"/jobs/{job_id}/complete", meta, adapter).json()
+        return job
 
-    def fail(self, job_id: str, code: str, message: str, param: str | None) -> None:
-        body = {"code": code, "message": message, "param": param}
-        self._call(lambda: self._http.post(f"/jobs/{job_id}/fail", json=body))
+    def fail(self, job_id: str, error: JobError) -> None:
+        failure = Failure(code=error.code, message=error.message, param=error.param)
+        self._post(f"/jobs/{job_id}/fail", failure)
 
     def stopped(self, job_id: str) -> None:
-        self._call(lambda: self._http.post(f"/jobs/{job_id}/stopped"))
+        self._post(f"/jobs/{job_id}/stopped")
 
     def download(self, path: str, destination: Path) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,8 @@ def run_worker(
         if assignment is None:
             stop.wait(poll_seconds)
             continue
-        job_id = assignment["job"]["id"]
-        log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment["attempt"])
+        job_id = assignment.job["id"]
+        log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment.attempt)
         try:
             JobRunner(client, assignment, settings, stop).run()
         except Exception:  # one job's trouble must not end the worker

@@ -8,7 +8,6 @@ checkpoint, a completion or a failure is reported, so the log reads in order.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -16,20 +15,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from openft import archives
 from openft.domain import messages
-from openft.domain.entities import EventDraft
+from openft.domain.entities import Control, EventDraft, Hyperparameters, JobError, MethodType
 from openft.domain.errors import LeaseLost
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
-from openft.training.protocol import FD_ENV
+from openft.training import protocol
 from openft.training.spec import TrainingSpec
 from openft.worker.client import WorkerClient
+from openft.worker.protocol import ClaimReply, Heartbeat
 
 log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
@@ -48,26 +47,11 @@ class RunnerSettings:
     learning_rate: float = BASE_LEARNING_RATE
 
 
-def _wire(draft: EventDraft) -> dict[str, Any]:
-    return {
-        "message": draft.message,
-        "level": draft.level.value,
-        "type": draft.type.value,
-        "data": draft.data,
-    }
-
-
-def _pack(directory: Path, archive: Path) -> Path:
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(directory, arcname=".")
-    return archive
-
-
 class JobRunner:
     def __init__(
         self,
         client: WorkerClient,
-        assignment: dict[str, Any],
+        assignment: ClaimReply,
         settings: RunnerSettings,
         stop: threading.Event | None = None,
     ) -> None:
@@ -77,21 +61,21 @@ class JobRunner:
         self._stop = stop or threading.Event()
         self.assignment = assignment
         self.settings = settings
-        self.job = assignment["job"]
+        self.job = assignment.job
         self.job_id: str = self.job["id"]
-        self.dir = settings.work_dir / self.job_id / f"attempt-{assignment['attempt']}"
-        self._pending: list[dict[str, Any]] = []
+        self.dir = settings.work_dir / self.job_id / f"attempt-{assignment.attempt}"
+        self._pending: list[EventDraft] = []
         self._batch = 0
         self._last_flush = time.monotonic()
-        self._progress: dict[str, int] = {}
-        self._control: str | None = None
+        self._progress = Heartbeat()
+        self._control: Control | None = None
         self._lease_lost = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- events --------------------------------------------------------------------------
 
     def _queue(self, draft: EventDraft) -> None:
-        self._pending.append(_wire(draft))
+        self._pending.append(draft)
         if len(self._pending) >= FLUSH_EVENTS:
             self._flush()
 
@@ -119,24 +103,22 @@ class JobRunner:
             )
         output = self.dir / "out"
         resume = None
-        checkpoint = self.assignment["resume_from"]
+        checkpoint = self.assignment.resume_from
         if checkpoint:
             archive = self.client.download_checkpoint(
                 self.job_id, checkpoint["id"], self.dir / "resume.tar.gz"
             )
             resume = output / f"checkpoint-{checkpoint['step_number']}"
-            resume.mkdir(parents=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(resume, filter="data")
+            archives.unpack(archive, resume)
             archive.unlink()
         method = self.job["method"]
         return TrainingSpec(
             job_id=self.job_id,
-            method=method["type"],
-            model_source=self.assignment["base_model"]["source"],
+            method=MethodType(method["type"]),
+            model_source=self.assignment.base_model.source,
             training_file=str(training),
             validation_file=str(validation) if validation else None,
-            hyperparameters=method[method["type"]]["hyperparameters"],
+            hyperparameters=Hyperparameters(**method[method["type"]]["hyperparameters"]),
             seed=int(self.job["seed"]),
             output_dir=str(output),
             control_file=str(self.dir / "control"),
@@ -165,9 +147,9 @@ class JobRunner:
             except Exception:  # a flaky network must not end the job; the lease decides
                 log.exception("heartbeat for %s failed", self.job_id)
                 control = self._control
-            if control in ("cancel", "pause") and control != self._control:
+            if control is not None and control != self._control:
                 self._control = control
-                (self.dir / "control").write_text(control)
+                (self.dir / "control").write_text(control.value)
                 asked_at = time.monotonic()
             if asked_at is not None and time.monotonic() - asked_at > self.settings.grace_seconds:
                 log.warning("trainer of %s ignored %s: terminating it", self.job_id, self._control)
@@ -185,40 +167,40 @@ class JobRunner:
         except subprocess.TimeoutExpired:
             process.kill()
 
-    def _handle(self, message: dict[str, Any]) -> bool:
+    def _handle(self, message: protocol.TrainerMessage) -> bool:
         """Relay one trainer message; True once the job has been finished at the server."""
-        kind = message["kind"]
-        if kind == "message":
-            self._queue(EventDraft(message["message"]))
-        elif kind == "metrics":
-            self._queue(messages.step_metrics(message["data"]))
-        elif kind == "progress":
-            self._progress = {
-                "trained_tokens": int(message["trained_tokens"]),
-                "estimated_finish": int(message["estimated_finish"]),
-            }
-        elif kind == "checkpoint":
-            self._flush()
-            archive = _pack(
-                Path(message["path"]), self.dir / f"checkpoint-{message['step']}.tar.gz"
-            )
-            self.client.add_checkpoint(
-                self.job_id, int(message["step"]), message["metrics"], archive
-            )
-            archive.unlink()
-        elif kind == "done":
-            self._flush()
-            archive = _pack(Path(message["adapter"]), self.dir / "adapter.tar.gz")
-            self.client.complete(self.job_id, int(message["trained_tokens"]), archive)
-            return True
-        elif kind == "stopped":
-            self._flush()
-            self.client.stopped(self.job_id)
-            return True
-        elif kind == "error":
-            self._flush()
-            self.client.fail(self.job_id, message["code"], message["message"], message.get("param"))
-            return True
+        match message:
+            case protocol.Log():
+                self._queue(EventDraft(message.message, message.level))
+            case protocol.Metrics():
+                self._queue(messages.step_metrics(message.data))
+            case protocol.Progress():
+                self._progress = Heartbeat(
+                    trained_tokens=message.trained_tokens,
+                    estimated_finish=message.estimated_finish,
+                )
+            case protocol.CheckpointSaved():
+                self._flush()
+                archive = archives.pack(
+                    Path(message.path), self.dir / f"checkpoint-{message.step}.tar.gz"
+                )
+                self.client.add_checkpoint(self.job_id, message.step, message.metrics, archive)
+                archive.unlink()
+            case protocol.Done():
+                self._flush()
+                archive = archives.pack(Path(message.adapter), self.dir / "adapter.tar.gz")
+                self.client.complete(self.job_id, message.trained_tokens, archive)
+                return True
+            case protocol.Stopped():
+                self._flush()
+                self.client.stopped(self.job_id)
+                return True
+            case protocol.Failed():
+                self._flush()
+                self.client.fail(
+                    self.job_id, JobError(message.code, message.message, message.param)
+                )
+                return True
         return False
 
     def run(self) -> None:
@@ -232,7 +214,7 @@ class JobRunner:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "openft.training.run", str(self.dir / "spec.json")],
                 pass_fds=(write_fd,),
-                env={**os.environ, FD_ENV: str(write_fd)},
+                env={**os.environ, protocol.FD_ENV: str(write_fd)},
                 stdout=trainer_log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
@@ -256,7 +238,7 @@ class JobRunner:
         if finished or self._lease_lost.is_set() or self._stop.is_set():
             return
         self._flush()
-        if self._control in ("cancel", "pause"):
+        if self._control is not None:
             # Stopped by force: a pause resumes from the last checkpoint it reached.
             self.client.stopped(self.job_id)
             return
@@ -264,11 +246,12 @@ class JobRunner:
         log.error("trainer of %s exited with %s:\n%s", self.job_id, code, tail)
         self.client.fail(
             self.job_id,
-            "training_crashed",
-            f"The training process exited unexpectedly (exit code {code}"
-            f"{', killed by the system: out of memory?' if code in (-9, 137) else ''}). "
-            "Try a smaller batch_size or max_length; the worker's log has the details.",
-            None,
+            JobError(
+                "training_crashed",
+                f"The training process exited unexpectedly (exit code {code}"
+                f"{', killed by the system: out of memory?' if code in (-9, 137) else ''}). "
+                "Try a smaller batch_size or max_length; the worker's log has the details.",
+            ),
         )
 
     def _clean_up(self) -> None:
@@ -288,7 +271,7 @@ class JobRunner:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line.strip() and self._handle(json.loads(line)):
+                    if line.strip() and self._handle(protocol.parse(line)):
                         return True
             if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()

@@ -7,76 +7,69 @@ Every call but claim names the worker in the `OpenFT-Worker` header and is answe
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from openft.api.auth import ServicesDep, WorkerPrincipal
 from openft.api.responses import JSON, blob_response
 from openft.api.routes.files import _chunks
-from openft.domain.entities import EventDraft, EventLevel, EventType, JobError
 from openft.domain.errors import InvalidRequest
-from openft.wire import checkpoint_json, job_json
+from openft.wire import FineTuningJob, FineTuningJobCheckpoint, checkpoint_json, job_json
+from openft.worker.protocol import (
+    WORKER_HEADER,
+    BaseModelSource,
+    BatchReply,
+    CheckpointMeta,
+    ClaimReply,
+    ClaimRequest,
+    CompletionMeta,
+    EventBatch,
+    Failure,
+    Heartbeat,
+    HeartbeatReply,
+)
 
 router = APIRouter(prefix="/v1/worker", tags=["worker protocol"])
-WorkerId = Annotated[str, Header(alias="OpenFT-Worker", min_length=1, max_length=128)]
+WorkerId = Annotated[str, Header(alias=WORKER_HEADER, min_length=1, max_length=128)]
 
 
-class ClaimRequest(BaseModel):
-    worker_id: str = Field(min_length=1, max_length=128)
+def _reply(message: BaseModel) -> JSON:
+    return JSON(message.model_dump(mode="json"))
 
 
-class Heartbeat(BaseModel):
-    trained_tokens: int | None = None
-    estimated_finish: int | None = None
-
-
-class EventIn(BaseModel):
-    message: str
-    level: Literal["info", "warn", "error"] = "info"
-    type: Literal["message", "metrics"] = "message"
-    data: dict[str, Any] = Field(default_factory=dict)
-    created_at: int | None = None
-
-
-class EventBatch(BaseModel):
-    batch: int = Field(ge=1, description="Numbers a worker's batches 1, 2, ... per attempt.")
-    events: list[EventIn] = Field(max_length=10_000)
-
-
-class Failure(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
-
-
-@router.post("/claim", operation_id="workerClaim", responses={204: {"description": "No job"}})
+@router.post(
+    "/claim",
+    operation_id="workerClaim",
+    response_model=ClaimReply,
+    responses={204: {"description": "No job"}},
+)
 def claim(body: ClaimRequest, services: ServicesDep, _worker: WorkerPrincipal) -> Response:
     assignment = services.worker.claim(body.worker_id)
     if assignment is None:
         return Response(status_code=204)
-    return JSON(
-        {
-            "job": job_json(assignment.job),
-            "base_model": {
-                "name": assignment.base_model.name,
-                "source": assignment.base_model.source,
-            },
-            "attempt": assignment.attempt,
-            "resume_from": checkpoint_json(assignment.resume_from)
-            if assignment.resume_from
-            else None,
-            "reported_step": assignment.reported_step,
-            "fine_tuned_model": assignment.fine_tuned_model,
-        }
+    resume = assignment.resume_from
+    return _reply(
+        ClaimReply(
+            job=job_json(assignment.job),
+            base_model=BaseModelSource(
+                name=assignment.base_model.name, source=assignment.base_model.source
+            ),
+            attempt=assignment.attempt,
+            resume_from=checkpoint_json(resume) if resume else None,
+            reported_step=assignment.reported_step,
+            fine_tuned_model=assignment.fine_tuned_model,
+        )
     )
 
 
-@router.post("/jobs/{job_id}/heartbeat", operation_id="workerHeartbeat")
+@router.post(
+    "/jobs/{job_id}/heartbeat", operation_id="workerHeartbeat", response_model=HeartbeatReply
+)
 def heartbeat(
     job_id: str, body: Heartbeat, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
@@ -86,28 +79,16 @@ def heartbeat(
         trained_tokens=body.trained_tokens,
         estimated_finish=body.estimated_finish,
     )
-    return JSON({"control": control})
+    return _reply(HeartbeatReply(control=control))
 
 
-@router.post("/jobs/{job_id}/events", operation_id="workerReportEvents")
+@router.post("/jobs/{job_id}/events", operation_id="workerReportEvents", response_model=BatchReply)
 def report_events(
     job_id: str, body: EventBatch, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
-    drafts = [
-        EventDraft(e.message, EventLevel(e.level), EventType(e.type), e.data, e.created_at)
-        for e in body.events
-    ]
+    drafts = [event.draft() for event in body.events]
     applied = services.worker.report(job_id, worker_id, body.batch, drafts)
-    return JSON({"applied": applied})
-
-
-class CheckpointMeta(BaseModel):
-    step: int = Field(ge=1)
-    metrics: dict[str, float] = Field(default_factory=dict)
-
-
-class CompletionMeta(BaseModel):
-    trained_tokens: int = Field(ge=0)
+    return _reply(BatchReply(applied=applied))
 
 
 Meta = TypeVar("Meta", bound=BaseModel)
@@ -126,7 +107,11 @@ async def _multipart(request: Request, shape: type[Meta]) -> tuple[Meta, UploadF
         raise InvalidRequest(f"Invalid 'meta': {exc.errors()[0]['msg']}.", param="meta") from None
 
 
-@router.post("/jobs/{job_id}/checkpoints", operation_id="workerAddCheckpoint")
+@router.post(
+    "/jobs/{job_id}/checkpoints",
+    operation_id="workerAddCheckpoint",
+    response_model=FineTuningJobCheckpoint,
+)
 async def add_checkpoint(
     job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
@@ -163,7 +148,7 @@ def job_file(
     return blob_response(blob, "application/octet-stream")
 
 
-@router.post("/jobs/{job_id}/complete", operation_id="workerComplete")
+@router.post("/jobs/{job_id}/complete", operation_id="workerComplete", response_model=FineTuningJob)
 async def complete(
     job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
@@ -179,14 +164,13 @@ async def complete(
     return JSON(job_json(job))
 
 
-@router.post("/jobs/{job_id}/fail", operation_id="workerFail")
+@router.post("/jobs/{job_id}/fail", operation_id="workerFail", response_model=FineTuningJob)
 def fail(
     job_id: str, body: Failure, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
 ) -> JSON:
-    error = JobError(body.code, body.message, body.param)
-    return JSON(job_json(services.worker.fail(job_id, worker_id, error)))
+    return JSON(job_json(services.worker.fail(job_id, worker_id, body.error())))
 
 
-@router.post("/jobs/{job_id}/stopped", operation_id="workerStopped")
+@router.post("/jobs/{job_id}/stopped", operation_id="workerStopped", response_model=FineTuningJob)
 def stopped(job_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal) -> JSON:
     return JSON(job_json(services.worker.stopped(job_id, worker_id)))

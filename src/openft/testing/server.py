@@ -1,5 +1,5 @@
 """Start `openft serve` as a subprocess on a free loopback port: what `openft demo`,
-the benchmarks and the tests do to run the real server."""
+the benchmarks and the tests do to run the real server, and stop it when done."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -84,3 +88,65 @@ def local_server(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@dataclass
+class Server:
+    base_url: str
+    key: str
+    database_url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def new_key(self, project: str, scope: str = "project") -> str:
+        return openft_command(
+            "keys", "create", "--project", project, "--scope", scope, *self.location()
+        )
+
+    @property
+    def root_url(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def location(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir), "--database-url", self.database_url]
+
+
+@contextmanager
+def running_server(
+    database_url: str,
+    data_dir: Path,
+    *models: str,
+    worker: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Start `openft serve` on a free loopback port (with its embedded worker if
+    `worker`) and a key of project "acme"; stop it on exit."""
+    location = ["--data-dir", str(data_dir), "--database-url", database_url]
+    key = openft_command("keys", "create", "--project", "acme", *location)
+    model_flags = [flag for model in models for flag in ("--model", model)]
+    with local_server(
+        data_dir,
+        "--database-url",
+        database_url,
+        "--worker" if worker else "--no-worker",
+        *model_flags,
+        env={"OPENFT_REVALIDATE_AFTER_SECONDS": "1", **(env or {})},
+    ) as (url, process):
+        yield Server(f"{url}/v1", key, database_url, data_dir, process)
+
+
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """Poll `predicate` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,26 @@
+"""Test support, part of the package so that tests, benchmarks and `openft demo` share it:
+a real server process on loopback (`server`), throwaway PostgreSQL databases
+(`databases`), sample training files (`data`), and the services of one process over an
+in-memory SQLite database, to test service logic without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from openft.cli.wiring import build_services
+from openft.domain.entities import BaseModel
+from openft.services.clock import Clock, system_clock
+from openft.services.container import Services
+from openft.settings import Settings
+
+MEMORY_DATABASE = "sqlite://"
+
+
+def in_memory_services(
+    data_dir: Path, base_models: list[BaseModel], clock: Clock = system_clock, **settings: Any
+) -> Services:
+    """Every service over a fresh in-memory SQLite database (blobs under `data_dir`),
+    on `clock`'s time, with any other `Settings` given."""
+    configured = Settings(data_dir=data_dir, database_url=MEMORY_DATABASE, **settings)
+    return build_services(configured, base_models, clock)

@@ -1,0 +1,11 @@
+"""The chat template the trainer gives a tokenizer that has none of its own."""
+
+from __future__ import annotations
+
+# ChatML: simple, prefix-consistent, and what many open models use.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)

@@ -1,0 +1,78 @@
+"""Archives unpack safely on every Python: nothing outside the target, no links, no devices."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from openft import archives
+from openft.store.local_blobs import LocalBlobs
+
+
+def archive_of(tmp_path: Path, *members: tarfile.TarInfo, data: bytes = b"x") -> Path:
+    path = tmp_path / "archive.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for member in members:
+            if member.isfile():
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+            else:
+                tar.addfile(member)
+    return path
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    return info
+
+
+def test_a_directory_round_trips(tmp_path: Path) -> None:
+    source = tmp_path / "adapter"
+    (source / "sub").mkdir(parents=True)
+    (source / "adapter_config.json").write_text("{}")
+    (source / "sub" / "weights.bin").write_bytes(b"\0\1\2")
+    archives.unpack(archives.pack(source, tmp_path / "a.tar.gz"), tmp_path / "out")
+    assert (tmp_path / "out" / "adapter_config.json").read_text() == "{}"
+    assert (tmp_path / "out" / "sub" / "weights.bin").read_bytes() == b"\0\1\2"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        member("../escaped"),
+        member("a/../../escaped"),
+        member("/etc/escaped"),
+        member("link", tarfile.SYMTYPE, "/etc/passwd"),
+        member("hard", tarfile.LNKTYPE, "../../etc/passwd"),
+        member("device", tarfile.CHRTYPE),
+        member("fifo", tarfile.FIFOTYPE),
+    ],
+    ids=lambda m: m.name,
+)
+def test_an_unsafe_member_refuses_the_whole_archive(tmp_path: Path, bad: tarfile.TarInfo) -> None:
+    archive = archive_of(tmp_path, member("fine.txt"), bad)
+    with pytest.raises(archives.UnsafeArchive):
+        archives.unpack(archive, tmp_path / "out" / "target")
+    assert not (tmp_path / "out" / "target" / "fine.txt").exists()
+    assert not (tmp_path / "out" / "escaped").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_the_blob_store_keeps_nothing_of_a_refused_archive(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path / "blobs")
+    blobs.unpack("models/job/adapter", [member_bytes(tmp_path, member("fine.txt"))])
+    assert (blobs.path("models/job/adapter") / "fine.txt").read_bytes() == b"x"
+    unsafe = member_bytes(tmp_path, member("../../escaped"))
+    with pytest.raises(archives.UnsafeArchive):
+        blobs.unpack("models/job/adapter", [unsafe])
+    # The adapter that was there stays whole, and nothing else is left behind.
+    assert sorted(p.name for p in blobs.path("models/job").iterdir()) == ["adapter"]
+    assert (blobs.path("models/job/adapter") / "fine.txt").read_bytes() == b"x"
+
+
+def member_bytes(tmp_path: Path, *members: tarfile.TarInfo) -> bytes:
+    return archive_of(tmp_path, *members).read_bytes()
