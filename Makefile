@@ -1,6 +1,6 @@
 # Everything a fresh machine needs is installed by these targets into .venv.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 # The CPU build of PyTorch, installed first so that the `train` extra's "torch>=2.2"
@@ -30,9 +30,12 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status
 
+# What CI checks before the tests: formatting, lint, types, and the import layers.
 lint: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src
+	$(BIN)/mypy src tests
+	$(BIN)/lint-imports
 
 bench-events: $(STAMP)
 	$(BIN)/python bench/events_bench.py

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,39 @@ from openft.testing.databases import (
 )
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+SESSION_ENV = "OPENFT_TEST_SESSION"
+
+
+def _processes_of(session: str) -> list[tuple[int, str]]:
+    """Live processes (pid, command) that inherited this test session's marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if f"{SESSION_ENV}={session}".encode() in environ:
+            found.append((int(entry.name), command))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_tests() -> Iterator[None]:
+    """Every process a test starts inherits a marker; any still running when the tests
+    end is killed, and the run fails naming it."""
+    session = secrets.token_hex(8)
+    os.environ[SESSION_ENV] = session
+    yield
+    leftovers = _processes_of(session)
+    for pid, _command in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left running by the tests: {leftovers}"
+
+
 TINY = BaseModel("tiny", "/nonexistent/tiny-model")
 
 

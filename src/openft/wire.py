@@ -216,19 +216,21 @@ def model_json(model: ModelInfo) -> Model:
 # -- lists ---------------------------------------------------------------------------
 
 
-def _ends(data: Sequence[OpenAIFile] | Sequence[FineTuningJobCheckpoint]) -> tuple[str, str] | None:
+def _ends(
+    data: Sequence[OpenAIFile] | Sequence[FineTuningJobCheckpoint],
+) -> tuple[str, str] | tuple[None, None]:
     """OpenAI's `first_id` and `last_id` of a page (null when it is empty)."""
-    return (data[0]["id"], data[-1]["id"]) if data else None
+    return (data[0]["id"], data[-1]["id"]) if data else (None, None)
 
 
 def files_list(page: Page[StoredFile]) -> ListFilesResponse:
     data = [file_json(file) for file in page.items]
-    ends = _ends(data)
+    first, last = _ends(data)
     return {
         "object": "list",
         "data": data,
-        "first_id": ends and ends[0],
-        "last_id": ends and ends[1],
+        "first_id": first,
+        "last_id": last,
         "has_more": page.has_more,
     }
 
@@ -247,12 +249,12 @@ def events_list(page: Page[Event]) -> ListFineTuningJobEventsResponse:
 
 def checkpoints_list(page: Page[Checkpoint]) -> ListFineTuningJobCheckpointsResponse:
     data = [checkpoint_json(checkpoint) for checkpoint in page.items]
-    ends = _ends(data)
+    first, last = _ends(data)
     return {
         "object": "list",
         "data": data,
-        "first_id": ends and ends[0],
-        "last_id": ends and ends[1],
+        "first_id": first,
+        "last_id": last,
         "has_more": page.has_more,
     }
 

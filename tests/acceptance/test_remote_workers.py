@@ -54,37 +54,39 @@ def worker_starter(server: Server, tmp_path: Path) -> Generator[StartWorker, Non
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "openft.cli.main",
-                "worker",
-                "--base-url",
-                server.root_url,
-                "--key",
-                key,
-                "--worker-id",
-                name,
-                "--work-dir",
-                str(tmp_path / name),
-                "--checkpoint-every",
-                "4",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **WORKER_ENV},
-            start_new_session=True,  # its own process group: kill -9 takes its trainer too
-        )
+        with open(tmp_path / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "openft.cli.main",
+                    "worker",
+                    "--base-url",
+                    server.root_url,
+                    "--key",
+                    key,
+                    "--worker-id",
+                    name,
+                    "--work-dir",
+                    str(tmp_path / name),
+                    "--checkpoint-every",
+                    "4",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **WORKER_ENV},
+                start_new_session=True,  # its own process group: kill -9 takes its trainer too
+            )
         started.append(process)
         return process
 
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    try:
+        yield start
+    finally:  # also when the generator is closed, not run to its end
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 @pytest.fixture

@@ -15,11 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from openft.api.middleware import REQUEST_ID_HEADER
 from openft.domain.errors import OpenFTError
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+WORKER_PATH = "/v1/worker/"
 
 
 def envelope(
@@ -56,21 +58,38 @@ def _validation_message(error: dict[str, Any]) -> str:
     return f"Invalid value for '{param}': {error.get('msg', 'invalid')}."
 
 
+def _log_refusal(request: Request, status: int, message: str) -> None:
+    """One line per server error, and per refused worker call (a worker turns those into
+    a failed job that names the request id): how an operator finds the cause."""
+    if status >= 500 or request.url.path.startswith(WORKER_PATH):
+        log.warning(
+            "%s %s -> %d (request %s): %s",
+            request.method,
+            request.url.path,
+            status,
+            getattr(request.state, "request_id", "-"),
+            message,
+        )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenFTError)
-    async def _openft(_request: Request, exc: OpenFTError) -> JSONResponse:
+    async def _openft(request: Request, exc: OpenFTError) -> JSONResponse:
+        _log_refusal(request, exc.status_code, exc.message)
         return envelope(
             exc.status_code, exc.message, type_=exc.error_type, param=exc.param, code=exc.code
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         first = errors[0] if errors else {}
         missing = first.get("type") == "missing"
+        message = "; ".join(_validation_message(error) for error in errors) or "Invalid request."
+        _log_refusal(request, 422, message)
         return envelope(
             422,
-            "; ".join(_validation_message(error) for error in errors) or "Invalid request.",
+            message,
             type_="invalid_request_error",
             param=_param(tuple(first.get("loc", ()))),
             code="missing_required_parameter" if missing else "invalid_value",
@@ -82,18 +101,33 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404:
             message = "Invalid URL: no such route on this server."
-        return envelope(
+        response = envelope(
             exc.status_code,
             message,
             type_="invalid_request_error",
             code=_HTTP_CODES.get(exc.status_code),
         )
+        response.headers.update(exc.headers or {})  # a 405's `Allow`, say
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return envelope(
+        request_id = getattr(request.state, "request_id", "-")
+        log.error(
+            "%s %s -> 500 (request %s): %s: %s",
+            request.method,
+            request.url.path,
+            request_id,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+        response = envelope(
             500,
             "The server had an error while processing your request. Sorry about that!",
             type_="server_error",
         )
+        # This handler runs outside every middleware (Starlette's last resort), so it
+        # names the request itself.
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response

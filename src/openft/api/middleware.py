@@ -6,7 +6,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = "x-request-id"
+_HEADER = REQUEST_ID_HEADER.encode()
 
 
 class RequestIdMiddleware:
@@ -20,14 +21,16 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = (
-            next((value for name, value in scope["headers"] if name == REQUEST_ID_HEADER), None)
+            next((value for name, value in scope["headers"] if name == _HEADER), None)
             or f"req_{uuid.uuid4().hex}".encode()
         )
+        # For the error handlers' log lines (`request.state.request_id`).
+        scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id)]
+                message["headers"] = [*message["headers"], (_HEADER, request_id)]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

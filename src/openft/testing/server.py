@@ -3,7 +3,9 @@ the benchmarks and the tests do to run the real server, and stop it when done.""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +70,8 @@ def local_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Its own process group, with the trainers its worker starts: all stopped below.
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -88,6 +92,9 @@ def local_server(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):  # nothing of the group was left
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-import httpx
-
-from openft.worker.client import WorkerClient
+from openft.worker.client import WorkerClient, WorkerProtocolError
 from openft.worker.runner import JobRunner, RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -24,8 +22,8 @@ def run_worker(
     while not stop.is_set():
         try:
             assignment = client.claim()
-        except (httpx.HTTPError, OSError) as exc:
-            log.warning("claim failed (%s); retrying", exc)
+        except WorkerProtocolError as exc:  # the server is down, or refuses this worker
+            log.error("%s Retrying.", exc.describe())
             stop.wait(poll_seconds)
             continue
         if assignment is None:

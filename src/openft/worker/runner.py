@@ -27,7 +27,7 @@ from openft.domain.errors import LeaseLost
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
 from openft.training import protocol
 from openft.training.spec import TrainingSpec
-from openft.worker.client import WorkerClient
+from openft.worker.client import WorkerClient, WorkerProtocolError
 from openft.worker.protocol import ClaimReply, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,8 @@ class JobRunner:
         self._progress = Heartbeat()
         self._control: Control | None = None
         self._lease_lost = threading.Event()
+        # Set by the heartbeat thread when the server refused a heartbeat for good.
+        self._failure: WorkerProtocolError | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     # -- events --------------------------------------------------------------------------
@@ -144,9 +146,10 @@ class JobRunner:
                 self._lease_lost.set()
                 self._kill()
                 return
-            except Exception:  # a flaky network must not end the job; the lease decides
-                log.exception("heartbeat for %s failed", self.job_id)
-                control = self._control
+            except WorkerProtocolError as exc:  # transient trouble was already retried
+                self._failure = exc
+                self._kill()
+                return
             if control is not None and control != self._control:
                 self._control = control
                 (self.dir / "control").write_text(control.value)
@@ -204,10 +207,29 @@ class JobRunner:
         return False
 
     def run(self) -> None:
+        """Run the job to its end at the server. A call the server refuses fails the job
+        at once with that cause; a lost lease ends the work with nothing to report."""
         try:
-            spec = self._prepare()
+            self._run()
         except LeaseLost:
-            return
+            log.warning("lost the lease on %s: stopped working on it", self.job_id)
+        except WorkerProtocolError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, failure: WorkerProtocolError) -> None:
+        log.error("%s fails: %s", self.job_id, failure.describe())
+        self._kill()
+        try:
+            self.client.fail(self.job_id, failure.job_error())
+        except (LeaseLost, WorkerProtocolError) as again:
+            log.error(
+                "could not fail %s either (%s); the server recovers it once its lease expires",
+                self.job_id,
+                again,
+            )
+
+    def _run(self) -> None:
+        spec = self._prepare()
         spec.write(self.dir / "spec.json")
         read_fd, write_fd = os.pipe()
         with open(self.dir / "trainer.log", "wb") as trainer_log:
@@ -224,17 +246,18 @@ class JobRunner:
             target=self._heartbeats, name=f"heartbeat-{self.job_id}", daemon=True
         )
         heartbeats.start()
-        finished = False
         try:
             finished = self._relay(read_fd)
-        except LeaseLost:
-            self._lease_lost.set()
+        except BaseException:
             self._kill()
+            raise
         finally:
             os.close(read_fd)
             code = self._process.wait()
             heartbeats.join(timeout=self.settings.heartbeat_seconds + 5)
-        self._clean_up()
+            self._clean_up()
+        if self._failure is not None:
+            raise self._failure
         if finished or self._lease_lost.is_set() or self._stop.is_set():
             return
         self._flush()
