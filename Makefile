@@ -34,7 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests bench
 	$(BIN)/lint-imports
 
 bench-events: $(STAMP)

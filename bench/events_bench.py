@@ -34,7 +34,7 @@ from openft.domain.ids import event_id
 from openft.services.container import Services
 from openft.services.jobs import NewJob
 from openft.settings import Settings
-from openft.store.database import sqlite_url
+from openft.store.database import Database, sqlite_url
 from openft.testing.data import chat_file
 from openft.testing.databases import create_postgres_database, drop_postgres_database
 from openft.testing.server import running_server
@@ -63,8 +63,10 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def stored_bytes(services: Services, data_dir: Path) -> int:
-    with services.db.engine.connect() as conn:
-        if services.db.dialect == "postgresql":
+    db = services.db
+    assert isinstance(db, Database)  # the SQL store: what this measures
+    with db.engine.connect() as conn:
+        if db.dialect == "postgresql":
             return int(
                 conn.execute(text("SELECT pg_total_relation_size('job_events')")).scalar_one()
             )
@@ -141,8 +143,8 @@ def run(backend: str, total: int, http_seconds: int) -> None:
         Settings(data_dir=work, database_url=url), [BaseModel("tiny", "unused")]
     )
     try:
-        key, project = services.keys.create("bench", KeyScope.PROJECT)
-        principal = Principal(project.id, KeyScope.PROJECT)
+        key, record = services.keys.create("bench", KeyScope.PROJECT)
+        principal = record.principal
         train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file()])
         job = services.jobs.create(principal, NewJob(model="tiny", training_file=train.id))
         before = stored_bytes(services, work)

@@ -53,8 +53,9 @@ def direct_run(
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
+    from openft.domain.entities import Hyperparameters, MethodType
     from openft.training.data import chat_dataset
     from openft.training.protocol import Reporter
     from openft.training.run import _callback
@@ -85,11 +86,11 @@ def direct_run(
     if reporting:
         spec = TrainingSpec(
             "bench",
-            "supervised",
+            MethodType.SUPERVISED,
             str(model_dir),
             str(data),
             None,
-            {},
+            Hyperparameters(),
             1,
             out,
             os.path.join(out, "control"),

@@ -106,8 +106,8 @@ def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def principal(services: Services) -> Principal:
-    _key, project = services.keys.create("acme", KeyScope.PROJECT)
-    return Principal(project.id, KeyScope.PROJECT)
+    _key, record = services.keys.create("acme", KeyScope.PROJECT)
+    return record.principal
 
 
 @pytest.fixture(scope="session")

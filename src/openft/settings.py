@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
     models: str = ""
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    # How long a process trusts a key it verified: a revoked key works at most this long.
+    key_cache_seconds: float = Field(default=10.0, ge=0)
     # OpenAI requires at least 10 training examples; smaller files fail validation.
     min_examples: int = Field(default=10, ge=1)
     # A job still `validating_files` this long after its last change is validated again.

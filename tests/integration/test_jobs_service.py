@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from openft.domain.entities import Job, JobStatus, KeyScope, MetadataFilter, Principal
+from openft.domain.entities import Job, JobStatus, MetadataFilter, Principal
 from openft.domain.errors import InvalidCursor, InvalidRequest, InvalidTransition, NotFound
 from openft.services.container import Services
 from openft.services.jobs import NewJob
@@ -218,8 +218,8 @@ def test_another_projects_jobs_and_files_do_not_exist(
 ) -> None:
     train = upload(services, principal, chat_file())
     job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
-    _key, other_project = services.keys.create("globex")
-    other = Principal(other_project.id, KeyScope.PROJECT)
+    _key, other_key = services.keys.create("globex")
+    other = other_key.principal
     for call in (
         lambda: services.jobs.get(other, job.id),
         lambda: services.jobs.cancel(other, job.id),

@@ -48,8 +48,8 @@ def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
 
 @pytest.fixture
 def principal(services: Services) -> Principal:
-    _key, project = services.keys.create("acme", KeyScope.PROJECT)
-    return Principal(project.id, KeyScope.PROJECT)
+    _key, record = services.keys.create("acme", KeyScope.PROJECT)
+    return record.principal
 
 
 def queued(services: Services, principal: Principal) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -9,15 +10,20 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from openft.domain.entities import KeyScope
-from openft.domain.errors import SchemaMismatch
+from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
 from openft.services.keys import DEFAULT_PROJECT
 from openft.settings import Settings
+
+if TYPE_CHECKING:
+    from openft.services.container import Services
 
 app = typer.Typer(
     help="openft: a self-hosted, OpenAI-compatible fine-tuning service.", no_args_is_help=True
@@ -94,11 +100,10 @@ def serve(
         raise _fail(str(exc)) from None
     background = []
     if worker:
-        key, _project = services.keys.create(EMBEDDED_WORKER_PROJECT, KeyScope.WORKER)
         background.append(
             _worker_task(
                 f"http://{_loopback(settings.host)}:{settings.port}",
-                key,
+                _embedded_worker_key(services, settings.data_dir),
                 f"embedded-{uuid.uuid4().hex[:8]}",
                 settings,
             )
@@ -115,6 +120,25 @@ def serve(
 
 
 EMBEDDED_WORKER_PROJECT = "openft-embedded-worker"
+EMBEDDED_WORKER_KEY = "embedded-worker.key"
+
+
+def _embedded_worker_key(services: Services, data_dir: Path) -> str:
+    """The embedded worker's key: kept (owner-only) in the data directory, so that every
+    start reuses it; a new one only when it is missing or was revoked."""
+    path = data_dir / EMBEDDED_WORKER_KEY
+    if path.exists():
+        key = path.read_text().strip()
+        with contextlib.suppress(Unauthenticated):  # revoked, or another database's
+            if services.keys.authenticate(key).scope is KeyScope.WORKER:
+                return key
+    key, _record = services.keys.create(EMBEDDED_WORKER_PROJECT, KeyScope.WORKER)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(key + "\n")
+    partial.chmod(0o600)
+    os.replace(partial, path)
+    return key
 
 
 def _loopback(host: str) -> str:
@@ -176,6 +200,21 @@ def worker_command(
         stop.set()
 
 
+@contextlib.contextmanager
+def _admin_services(data_dir: Path | None, database_url: str | None) -> Iterator[Services]:
+    """The services over the database the flags name, for one administrative command."""
+    from openft.cli.wiring import build_services
+
+    try:
+        services = build_services(_settings(data_dir=data_dir, database_url=database_url), [])
+    except SchemaMismatch as exc:
+        raise _fail(str(exc)) from None
+    try:
+        yield services
+    finally:
+        services.close()
+
+
 @keys_app.command("create")
 def keys_create(
     project: Annotated[
@@ -188,18 +227,57 @@ def keys_create(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print a new API key (one line on stdout). Only its hash is stored."""
-    from openft.cli.wiring import build_services
-
-    try:
-        services = build_services(_settings(data_dir=data_dir, database_url=database_url), [])
-    except SchemaMismatch as exc:
-        raise _fail(str(exc)) from None
-    try:
-        key, found = services.keys.create(project, scope)
-    finally:
-        services.close()
-    typer.echo(f"created a {scope.value} key for project {found.name} ({found.id})", err=True)
+    with _admin_services(data_dir, database_url) as services:
+        key, record = services.keys.create(project, scope)
+    typer.echo(
+        f"created {record.scope.value} key {record.id} for project {record.project_name}"
+        f" ({record.project_id})",
+        err=True,
+    )
     sys.stdout.write(key + "\n")
+
+
+def _when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "never"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@keys_app.command("list")
+def keys_list(
+    revoked: Annotated[bool, typer.Option(help="Also list revoked keys.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """One key per line: its id, project, scope, created, last used (never the key)."""
+    with _admin_services(data_dir, database_url) as services:
+        keys = services.keys.list(include_revoked=revoked)
+    for key in keys:
+        fields = [
+            key.id,
+            key.project_name,
+            key.scope.value,
+            f"created={_when(key.created_at)}",
+            f"last_used={_when(key.last_used_at)}",
+        ]
+        if key.revoked_at is not None:
+            fields.append(f"revoked={_when(key.revoked_at)}")
+        typer.echo("\t".join(fields))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_…), as `keys list` shows.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke a key: servers refuse it within their key cache time (10 s by default)."""
+    with _admin_services(data_dir, database_url) as services:
+        try:
+            services.keys.revoke(key_id)
+        except NotFound as exc:
+            raise _fail(exc.message) from None
+    typer.echo(f"revoked {key_id}", err=True)
 
 
 @app.command()

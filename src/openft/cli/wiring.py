@@ -52,7 +52,7 @@ def build_services(
     models = ModelService(db, base_models, clock())
     return Services(
         db=db,
-        keys=KeyService(db, clock),
+        keys=KeyService(db, clock, settings.key_cache_seconds),
         files=files,
         jobs=JobService(db, files, models, min_examples=settings.min_examples, clock=clock),
         events=EventService(db, clock),

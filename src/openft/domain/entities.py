@@ -72,6 +72,24 @@ class Principal:
 
     project_id: str
     scope: KeyScope
+    key_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as an administrator sees it: never the key itself."""
+
+    id: str
+    project_id: str
+    project_name: str
+    scope: KeyScope
+    created_at: int
+    last_used_at: int | None = None
+    revoked_at: int | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.project_id, self.scope, self.id)
 
 
 @dataclass(frozen=True, slots=True)

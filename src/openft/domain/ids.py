@@ -14,6 +14,7 @@ EVENT_PREFIX = "ftevent-"
 CHECKPOINT_PREFIX = "ftckpt_"
 PROJECT_PREFIX = "proj_"
 KEY_PREFIX = "sk-openft-"
+KEY_ID_PREFIX = "key_"
 
 # An event id is its job's event key (16 random characters) followed by the event's
 # per-job sequence number in 8 base62 digits. The id therefore *is* the keyset cursor:
@@ -51,6 +52,11 @@ def new_event_key() -> str:
 
 def new_api_key() -> str:
     return KEY_PREFIX + random_token(40)
+
+
+def new_key_id() -> str:
+    """The public name of an API key (the key itself is shown once, then only hashed)."""
+    return KEY_ID_PREFIX + random_token()
 
 
 def _base62(number: int, width: int) -> str:

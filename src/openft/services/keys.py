@@ -7,9 +7,9 @@ import threading
 import time
 from collections import OrderedDict
 
-from openft.domain.entities import KeyScope, Principal, Project
-from openft.domain.errors import Unauthenticated
-from openft.domain.ids import new_api_key
+from openft.domain.entities import ApiKey, KeyScope, Principal
+from openft.domain.errors import NotFound, Unauthenticated
+from openft.domain.ids import new_api_key, new_key_id
 from openft.services.clock import Clock, system_clock
 from openft.store.interface import Store
 
@@ -18,6 +18,8 @@ DEFAULT_PROJECT = "default"
 # not one per request; a revoked key stops working within this many seconds.
 CACHE_SECONDS = 10.0
 CACHE_ENTRIES = 10_000
+# A key's `last_used_at` is written at most this often: a busy key costs no writes.
+LAST_USED_RESOLUTION = 60
 
 
 def hash_key(key: str) -> str:
@@ -57,14 +59,25 @@ class KeyService:
 
     def create(
         self, project_name: str = DEFAULT_PROJECT, scope: KeyScope = KeyScope.PROJECT
-    ) -> tuple[str, Project]:
+    ) -> tuple[str, ApiKey]:
         """Issue a new key for `project_name` (created if new). The key is shown only now."""
         key = new_api_key()
         now = self._clock()
         with self._db.write() as tx:
             project = tx.get_or_create_project(project_name, now)
-            tx.insert_key(hash_key(key), project.id, scope, now)
-        return key, project
+            record = ApiKey(new_key_id(), project.id, project.name, scope, now)
+            tx.insert_key(record.id, hash_key(key), project.id, scope, now)
+        return key, record
+
+    def list(self, *, include_revoked: bool = False) -> list[ApiKey]:
+        with self._db.read() as tx:
+            return tx.list_keys(include_revoked=include_revoked)
+
+    def revoke(self, key_id: str) -> None:
+        """Revoke a key: every process refuses it once its cache forgets it (seconds)."""
+        with self._db.write() as tx:
+            if not tx.revoke_key(key_id, self._clock()):
+                raise NotFound(f"No API key {key_id} (or it was already revoked).", param="key_id")
 
     def authenticate(self, key: str | None) -> Principal:
         """The principal of `key`, or `Unauthenticated` with OpenAI's wording."""
@@ -79,11 +92,15 @@ class KeyService:
                 code="missing_api_key",
             )
         with self._db.read() as tx:
-            principal = tx.find_principal(hash_key(key))
-        if principal is None:
+            found = tx.find_key(hash_key(key))
+        if found is None:
             raise Unauthenticated(
                 f"Incorrect API key provided: {_redacted(key)}. An administrator creates keys "
                 "with `openft keys create`."
             )
-        self._remember(key, principal)
-        return principal
+        now = self._clock()
+        if found.last_used_at is None or found.last_used_at <= now - LAST_USED_RESOLUTION:
+            with self._db.write() as tx:
+                tx.touch_key(found.id, now)
+        self._remember(key, found.principal)
+        return found.principal

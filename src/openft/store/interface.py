@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from openft.domain.entities import (
+    ApiKey,
     Blob,
     Checkpoint,
     Control,
@@ -28,7 +29,6 @@ from openft.domain.entities import (
     Method,
     Outcome,
     Page,
-    Principal,
     Project,
     StoredFile,
 )
@@ -50,11 +50,25 @@ class Transaction(ABC):
     def project_name(self, project_id: str) -> str: ...
 
     @abstractmethod
-    def insert_key(self, key_hash: str, project_id: str, scope: KeyScope, now: int) -> None: ...
+    def insert_key(
+        self, key_id: str, key_hash: str, project_id: str, scope: KeyScope, now: int
+    ) -> None: ...
 
     @abstractmethod
-    def find_principal(self, key_hash: str) -> Principal | None:
-        """Who holds the (unrevoked) key with this hash."""
+    def find_key(self, key_hash: str) -> ApiKey | None:
+        """The unrevoked key with this hash."""
+
+    @abstractmethod
+    def list_keys(self, *, include_revoked: bool) -> list[ApiKey]:
+        """Every key, oldest first."""
+
+    @abstractmethod
+    def revoke_key(self, key_id: str, now: int) -> bool:
+        """Revoke the key; whether it was a key not yet revoked."""
+
+    @abstractmethod
+    def touch_key(self, key_id: str, now: int) -> None:
+        """Record that the key was just used."""
 
     # -- files ---------------------------------------------------------------------------
 

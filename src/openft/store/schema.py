@@ -40,12 +40,15 @@ api_keys = Table(
     "api_keys",
     metadata,
     Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
     # sha256 of the key: keys are long random tokens, so a fast hash is the right tool.
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
     Column("scope", String(20), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
+    # When a request last authenticated with it (to within a minute).
+    Column("last_used_at", BigInteger),
 )
 
 files = Table(
