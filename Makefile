@@ -25,8 +25,10 @@ serve: $(STAMP)
 	$(BIN)/openft serve
 
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
+# PYTEST_ARGS picks tests (`make test PYTEST_ARGS="-m 'not slow'"`); empty: all of them.
+PYTEST_ARGS ?=
 test: $(STAMP)
-	$(BIN)/pytest; status=$$?; \
+	$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status
 

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: int = Field(default=60, ge=1)
     # How many times a job may be started before a lost worker fails it.
     max_attempts: int = Field(default=3, ge=1)
+    # A job keeps its newest checkpoints only (OpenAI: those of the last three epochs).
+    keep_checkpoints: int = Field(default=3, ge=1)
     # Worker side (the embedded worker of `serve`, and `openft worker`):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     checkpoint_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from openft.domain.entities import EventDraft, EventType, JobStatus, Principal
-from openft.domain.errors import LeaseLost
+from openft.domain.errors import LeaseLost, NotFound
 from openft.domain.messages import step_metrics
 from openft.services.container import Services
 from openft.services.jobs import NewJob
@@ -160,3 +160,25 @@ def test_checkpoints_are_listed_newest_first_and_resumed_from(
     assignment = services.worker.claim("w2")
     assert assignment is not None and assignment.resume_from == second
     assert b"".join(services.worker.checkpoint_archive(job_id, "w2", second.id).chunks) == b"b"
+
+
+def test_only_the_newest_checkpoints_are_kept_and_the_older_archives_removed(
+    services: Services, principal: Principal
+) -> None:
+    job_id = queued(services, principal)
+    services.worker.claim("w1")
+    made = [
+        services.worker.add_checkpoint(job_id, "w1", step, {"step": step}, [str(step).encode()])
+        for step in (2, 4, 6, 8, 10)
+    ]
+    page = services.checkpoints.list(principal, job_id)
+    assert [c.step_number for c in page.items] == [10, 8, 6]  # the default keeps 3
+    for gone in made[:2]:
+        with pytest.raises(NotFound):
+            services.worker.checkpoint_archive(job_id, "w1", gone.id)
+        with pytest.raises(FileNotFoundError):
+            services.worker.artifacts.checkpoint_archive(job_id, gone.id)
+    kept = b"".join(services.worker.checkpoint_archive(job_id, "w1", made[-1].id).chunks)
+    assert kept == b"10"
+    created = [m for m in messages(services, principal, job_id) if m.startswith("Checkpoint")]
+    assert len(created) == 5  # the log keeps every announcement

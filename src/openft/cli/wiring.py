@@ -65,6 +65,7 @@ def build_services(
             Artifacts(blobs),
             heartbeat_timeout=settings.heartbeat_timeout_seconds,
             max_attempts=settings.max_attempts,
+            keep_checkpoints=settings.keep_checkpoints,
             clock=clock,
         ),
     )

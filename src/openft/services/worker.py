@@ -91,6 +91,7 @@ class WorkerService:
         *,
         heartbeat_timeout: int = 60,
         max_attempts: int = 3,
+        keep_checkpoints: int = 3,
         clock: Clock = system_clock,
     ) -> None:
         self._db = db
@@ -99,6 +100,7 @@ class WorkerService:
         self.artifacts = artifacts
         self.heartbeat_timeout = heartbeat_timeout
         self.max_attempts = max_attempts
+        self._keep_checkpoints = keep_checkpoints
         self._clock = clock
 
     # -- leases -----------------------------------------------------------------------
@@ -211,7 +213,11 @@ class WorkerService:
         archive: Iterable[bytes],
     ) -> Checkpoint:
         """Store a checkpoint's archive, then record it with its event. Idempotent: a
-        checkpoint already recorded at `step` (a retried upload) is returned as it is."""
+        checkpoint already recorded at `step` (a retried upload) is returned as it is.
+
+        Only the newest `keep_checkpoints` are kept, as OpenAI keeps those of the last
+        three epochs: older ones go once the new one is recorded. A resume starts from
+        the newest, which is never among them."""
         with self._db.read() as tx:
             job = self._held(tx, job_id, worker_id)
             name = checkpoint_model(self._name(tx, job), step)
@@ -227,9 +233,12 @@ class WorkerService:
                 tx.append_events(
                     job_id, [messages.checkpoint_created(step, name)], checkpoint.created_at
                 )
+                dropped = tx.prune_checkpoints(job_id, self._keep_checkpoints)
         except BaseException:
             self.artifacts.delete_checkpoint(job_id, checkpoint.id)
             raise
+        for old in dropped:  # after the commit: a failure here leaves a file, loses nothing
+            self.artifacts.delete_checkpoint(job_id, old)
         return checkpoint
 
     # -- finishing -----------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, insert, select
+from sqlalchemy import Connection, Select, delete, insert, select
 
 from openft.domain.entities import Checkpoint, Page
 from openft.store.jobs import job_pk
@@ -68,6 +68,19 @@ class CheckpointQueries:
     def latest_checkpoint(self, job_id: str) -> Checkpoint | None:
         page = self.list_checkpoints(job_id, after=None, limit=1)
         return page.items[0] if page.items else None
+
+    def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
+        older = list(
+            self._conn.execute(
+                select(job_checkpoints.c.id)
+                .where(job_checkpoints.c.job_pk == job_pk(job_id))
+                .order_by(job_checkpoints.c.step_number.desc())
+                .offset(keep)
+            ).scalars()
+        )
+        if older:
+            self._conn.execute(delete(job_checkpoints).where(job_checkpoints.c.id.in_(older)))
+        return older
 
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:
         cursor = None if after is None else key_of(job_checkpoints, after)

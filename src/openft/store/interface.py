@@ -212,6 +212,10 @@ class Transaction(ABC):
     def latest_checkpoint(self, job_id: str) -> Checkpoint | None: ...
 
     @abstractmethod
+    def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
+        """Delete all but the job's `keep` newest checkpoints; the ids of those deleted."""
+
+    @abstractmethod
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:
         """Newest first (checkpoints are made in step order), past `after` (which must exist)."""
 
