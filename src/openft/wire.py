@@ -38,8 +38,9 @@ class OpenAIFile(TypedDict):
 class ListFilesResponse(TypedDict):
     object: Literal["list"]
     data: list[OpenAIFile]
-    first_id: str | None
-    last_id: str | None
+    # Strings even for an empty page (""): OpenAI's schema has them required, non-null.
+    first_id: str
+    last_id: str
     has_more: bool
 
 
@@ -136,6 +137,31 @@ class Health(TypedDict):
     status: Literal["ok"]
 
 
+class ErrorObject(TypedDict):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(TypedDict):
+    """OpenAI's error envelope: every 4xx and 5xx openft sends."""
+
+    error: ErrorObject
+
+
+class ValidationErrorItem(TypedDict):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    """A 422: OpenAI's envelope, and FastAPI's `detail` beside it (the Nebius seed's shape)."""
+
+    detail: list[ValidationErrorItem]
+
+
 # -- conversions ------------------------------------------------------------------
 
 
@@ -229,8 +255,8 @@ def files_list(page: Page[StoredFile]) -> ListFilesResponse:
     return {
         "object": "list",
         "data": data,
-        "first_id": first,
-        "last_id": last,
+        "first_id": first or "",
+        "last_id": last or "",
         "has_more": page.has_more,
     }
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 import openft
 from openft.api.errors import install_error_handlers
-from openft.api.middleware import RequestIdMiddleware
+from openft.api.middleware import RefuseNul, RequestIdMiddleware
 from openft.api.routes import files, health, jobs, models, worker
 from openft.services.container import Services
 
@@ -70,7 +70,8 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
     for module in (health, files, jobs, models, worker):
         app.include_router(module.router)
     return app

@@ -14,14 +14,38 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from openft.api.middleware import REQUEST_ID_HEADER
 from openft.domain.errors import OpenFTError
+from openft.wire import ErrorResponse, ValidationErrorResponse
 
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 WORKER_PATH = "/v1/worker/"
+
+
+_DESCRIPTIONS = {
+    400: "A request that cannot be honoured (a bad cursor, file, model or transition)",
+    401: "A missing or wrong API key",
+    403: "A key whose scope does not allow the operation",
+    404: "No such object in the key's project",
+    409: "The worker no longer holds the job",
+    413: "An upload over the server's limit",
+    422: "A parameter of the wrong type or out of range",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, for /openapi.json."""
+    return {
+        status: {
+            "model": ValidationErrorResponse if status == 422 else ErrorResponse,
+            "description": _DESCRIPTIONS[status],
+        }
+        for status in statuses
+    }
 
 
 def envelope(
@@ -72,6 +96,22 @@ def _log_refusal(request: Request, status: int, message: str) -> None:
         )
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's own 405 names only the
+    methods of the first route that matched the path, when several share it)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenFTError)
     async def _openft(request: Request, exc: OpenFTError) -> JSONResponse:
@@ -97,7 +137,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(HTTPException)
-    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404:
             message = "Invalid URL: no such route on this server."
@@ -107,7 +147,9 @@ def install_error_handlers(app: FastAPI) -> None:
             type_="invalid_request_error",
             code=_HTTP_CODES.get(exc.status_code),
         )
-        response.headers.update(exc.headers or {})  # a 405's `Allow`, say
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["allow"] = ", ".join(_allowed_methods(request))
         return response
 
     @app.exception_handler(Exception)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -34,3 +35,29 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class RefuseNul:
+    """Answer 400 to a path or query holding a NUL character: no text openft keeps may
+    contain one (PostgreSQL's cannot), so it is refused the same way on every database."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\0" in scope["path"] or b"%00" in scope["query_string"]):
+            response = JSONResponse(
+                {
+                    "error": {
+                        "message": "The URL holds a NUL (%00) character, which no id, "
+                        "cursor or filter can contain.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "invalid_value",
+                    }
+                },
+                status_code=400,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -13,6 +13,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -34,6 +35,8 @@ def auto_or(
     def check(value: Any) -> Any:
         if value == "auto":
             return value
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 3.0 is the integer 3
         try:
             return number.validate_python(value)
         except ValidationError:
@@ -72,8 +75,26 @@ MetadataMap = Annotated[
 ]
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # No text openft keeps may hold NUL (PostgreSQL's cannot): refused on every database.
+        if _holds_nul(data):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return data
 
 
 # -- requests -------------------------------------------------------------------

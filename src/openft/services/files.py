@@ -26,7 +26,9 @@ from openft.store.interface import BlobStore, Store
 FINE_TUNE = "fine-tune"
 FINE_TUNE_RESULTS = "fine-tune-results"
 MULTIPART_ALLOWANCE = 64 * 1024
-UPLOAD_PURPOSES = frozenset({"assistants", "batch", FINE_TUNE, "vision", "user_data", "evals"})
+# OpenAI's upload purposes that its file object can carry back (its schema has no
+# "evals" there, so openft, which has no evals, does not take that one).
+UPLOAD_PURPOSES = frozenset({"assistants", "batch", FINE_TUNE, "vision", "user_data"})
 
 
 def blob_key(file_id: str) -> str:

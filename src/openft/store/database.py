@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool, StaticPool
 
-from openft.domain.errors import StoreUnavailable
+from openft.domain.errors import InvalidRequest, StoreUnavailable
 from openft.store.interface import Store, Transaction
 from openft.store.transaction import SqlTransaction
 
@@ -102,6 +102,11 @@ class Database(Store):
                     conn = conn.execution_options(openft_write=True)
                 with conn.begin():
                     yield SqlTransaction(conn)
+        except DataError as exc:
+            # A value the database cannot hold, from the request (PostgreSQL's text, say,
+            # takes no NUL character; SQLite's does): the client's to fix, not a 500.
+            reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+            raise InvalidRequest(f"A value in this request cannot be stored: {reason}.") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc.orig, OSError):
                 raise StoreUnavailable("The database is unavailable; retry shortly.") from exc

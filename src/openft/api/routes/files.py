@@ -11,12 +11,13 @@ from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON, blob_response
 from openft.domain.errors import InvalidRequest
 from openft.wire import DeleteFileResponse, ListFilesResponse, OpenAIFile, file_json, files_list
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=error_responses(401, 422))
 CHUNK = 1 << 20
 
 _UPLOAD_BODY = {
@@ -43,7 +44,13 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-@router.post("", response_model=OpenAIFile, operation_id="createFile", openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "",
+    response_model=OpenAIFile,
+    operation_id="createFile",
+    openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(400, 413),
+)
 async def create_file(request: Request, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     # The body is parsed here, not by FastAPI, so an oversized upload is refused from
     # its Content-Length before a byte of it is read.
@@ -68,7 +75,9 @@ async def create_file(request: Request, services: ServicesDep, principal: Curren
     return JSON(file_json(record))
 
 
-@router.get("", response_model=ListFilesResponse, operation_id="listFiles")
+@router.get(
+    "", response_model=ListFilesResponse, operation_id="listFiles", responses=error_responses(400)
+)
 async def list_files(
     services: ServicesDep,
     principal: CurrentPrincipal,
@@ -89,12 +98,22 @@ async def list_files(
     return JSON(files_list(page))
 
 
-@router.get("/{file_id}", response_model=OpenAIFile, operation_id="retrieveFile")
+@router.get(
+    "/{file_id}",
+    response_model=OpenAIFile,
+    operation_id="retrieveFile",
+    responses=error_responses(404),
+)
 async def retrieve_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     return JSON(file_json(await read(services, services.files.get, principal, file_id)))
 
 
-@router.delete("/{file_id}", response_model=DeleteFileResponse, operation_id="deleteFile")
+@router.delete(
+    "/{file_id}",
+    response_model=DeleteFileResponse,
+    operation_id="deleteFile",
+    responses=error_responses(400, 404),
+)
 def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     services.files.delete(principal, file_id)
     deleted: DeleteFileResponse = {"id": file_id, "object": "file", "deleted": True}
@@ -105,7 +124,7 @@ def delete_file(file_id: str, services: ServicesDep, principal: CurrentPrincipal
     "/{file_id}/content",
     operation_id="downloadFile",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404)},
 )
 def file_content(
     file_id: str, services: ServicesDep, principal: CurrentPrincipal

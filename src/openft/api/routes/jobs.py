@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.api.schemas import CreateJobRequest
@@ -25,7 +26,9 @@ from openft.wire import (
     jobs_list,
 )
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(
+    prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], responses=error_responses(401, 422)
+)
 
 JobId = Annotated[str, Path(description="The ID of the fine-tuning job.")]
 
@@ -51,7 +54,12 @@ def _metadata_filter(request: Request) -> MetadataFilter | None:
     return MetadataFilter(None)
 
 
-@router.post("", response_model=FineTuningJob, operation_id="createFineTuningJob")
+@router.post(
+    "",
+    response_model=FineTuningJob,
+    operation_id="createFineTuningJob",
+    responses=error_responses(400),
+)
 def create_job(
     body: CreateJobRequest,
     background: BackgroundTasks,
@@ -82,6 +90,7 @@ def create_job(
     "",
     response_model=ListPaginatedFineTuningJobsResponse,
     operation_id="listPaginatedFineTuningJobs",
+    responses=error_responses(400),
     openapi_extra={
         "parameters": [
             {
@@ -111,7 +120,10 @@ async def list_jobs(
 
 
 @router.get(
-    "/{fine_tuning_job_id}", response_model=FineTuningJob, operation_id="retrieveFineTuningJob"
+    "/{fine_tuning_job_id}",
+    response_model=FineTuningJob,
+    operation_id="retrieveFineTuningJob",
+    responses=error_responses(404),
 )
 async def retrieve_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -120,7 +132,10 @@ async def retrieve_job(
 
 
 @router.post(
-    "/{fine_tuning_job_id}/cancel", response_model=FineTuningJob, operation_id="cancelFineTuningJob"
+    "/{fine_tuning_job_id}/cancel",
+    response_model=FineTuningJob,
+    operation_id="cancelFineTuningJob",
+    responses=error_responses(400, 404),
 )
 def cancel_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -129,7 +144,10 @@ def cancel_job(
 
 
 @router.post(
-    "/{fine_tuning_job_id}/pause", response_model=FineTuningJob, operation_id="pauseFineTuningJob"
+    "/{fine_tuning_job_id}/pause",
+    response_model=FineTuningJob,
+    operation_id="pauseFineTuningJob",
+    responses=error_responses(400, 404),
 )
 def pause_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -138,7 +156,10 @@ def pause_job(
 
 
 @router.post(
-    "/{fine_tuning_job_id}/resume", response_model=FineTuningJob, operation_id="resumeFineTuningJob"
+    "/{fine_tuning_job_id}/resume",
+    response_model=FineTuningJob,
+    operation_id="resumeFineTuningJob",
+    responses=error_responses(400, 404),
 )
 def resume_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -150,6 +171,7 @@ def resume_job(
     "/{fine_tuning_job_id}/events",
     response_model=ListFineTuningJobEventsResponse,
     operation_id="listFineTuningEvents",
+    responses=error_responses(400, 404),
     summary="List fine-tuning events",
     description="Get status updates for a fine-tuning job.",
 )
@@ -182,6 +204,7 @@ async def list_events(
     "/{fine_tuning_job_id}/checkpoints",
     response_model=ListFineTuningJobCheckpointsResponse,
     operation_id="listFineTuningJobCheckpoints",
+    responses=error_responses(400, 404),
 )
 async def list_checkpoints(
     fine_tuning_job_id: JobId,

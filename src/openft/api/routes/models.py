@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
+from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.wire import ListModelsResponse, Model, model_json, models_list
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=error_responses(401))
 
 
 @router.get("", response_model=ListModelsResponse, operation_id="listModels")
@@ -18,7 +19,12 @@ async def list_models(services: ServicesDep, principal: CurrentPrincipal) -> JSO
     return JSON(models_list(models))
 
 
-@router.get("/{model:path}", response_model=Model, operation_id="retrieveModel")
+@router.get(
+    "/{model:path}",
+    response_model=Model,
+    operation_id="retrieveModel",
+    responses=error_responses(404),
+)
 async def retrieve_model(model: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
     found = await read(services, services.models.retrieve, principal.project_id, model)
     return JSON(model_json(found))

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
 from openft.api.auth import ServicesDep, WorkerPrincipal
+from openft.api.errors import error_responses
 from openft.api.responses import JSON, blob_response
 from openft.api.routes.files import _chunks
 from openft.domain.errors import InvalidRequest
@@ -34,7 +35,11 @@ from openft.worker.protocol import (
     HeartbeatReply,
 )
 
-router = APIRouter(prefix="/v1/worker", tags=["worker protocol"])
+router = APIRouter(
+    prefix="/v1/worker",
+    tags=["worker protocol"],
+    responses=error_responses(400, 401, 403, 404, 409, 422),
+)
 WorkerId = Annotated[str, Header(alias=WORKER_HEADER, min_length=1, max_length=128)]
 
 
