@@ -5,8 +5,10 @@ Prints, for SQLite and then PostgreSQL:
 - bytes per stored event (table + indexes);
 - server time p50/p99 of a 20-event page at the head and at random depths
   (the service call a request makes: auth excluded, database included);
-- HTTP requests/s for the events page against one `openft serve` process
-  (one uvicorn worker), using `wrk` when installed, else a Python client.
+- HTTP pages/s for the events page against one `openft serve` process (one uvicorn
+  worker) pinned to one core, with `wrk -t1 -c16` pinned to the other (when the machine
+  has two cores or more; `wrk` when installed, else a Python client); then the SQLite and
+  PostgreSQL rates side by side with their ratio.
 
 Usage: python bench/events_bench.py [--events 1000000] [--backends sqlite,postgres]
 PostgreSQL: OPENFT_BENCH_POSTGRES_URL, else OPENFT_TEST_POSTGRES_URL, else the local
@@ -101,12 +103,25 @@ def time_pages(
     return results
 
 
+# The server gets core 0, the load generator core 1: they never compete for a core.
+SERVER_CPU, LOAD_CPU = 0, 1
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Move every thread of process `pid` onto `cpu` (threads made later inherit it)."""
+    if os.cpu_count() and os.cpu_count() > cpu:  # type: ignore[operator]
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
 def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
     if shutil.which("wrk"):
+        pinned = ["taskset", "-c", str(LOAD_CPU)] if (os.cpu_count() or 1) > LOAD_CPU else []
         out = subprocess.run(
             [
+                *pinned,
                 "wrk",
-                "-t2",
+                "-t1",
                 "-c16",
                 f"-d{seconds}s",
                 "-H",
@@ -127,7 +142,8 @@ def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
         return done / seconds
 
 
-def run(backend: str, total: int, http_seconds: int) -> None:
+def run(backend: str, total: int, http_seconds: int) -> dict[str, float]:
+    """Measure one backend; return its HTTP pages/s by label."""
     work = Path(tempfile.mkdtemp(prefix=f"openft-bench-{backend}-"))
     admin = None
     if backend == "sqlite":
@@ -165,7 +181,9 @@ def run(backend: str, total: int, http_seconds: int) -> None:
             services, principal, job.id, job.event_key, total
         ).items():
             print(f"[{backend}] 20-event page at {label}: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+        rates = {}
         with running_server(url, work) as server:
+            pin(server.process.pid, SERVER_CPU)
             for label, path in (
                 ("head", f"/fine_tuning/jobs/{job.id}/events?limit=20"),
                 (
@@ -176,10 +194,12 @@ def run(backend: str, total: int, http_seconds: int) -> None:
             ):
                 http_rps(server.base_url, key, path, 2)  # warm up
                 rps = http_rps(server.base_url, key, path, http_seconds)
+                rates[label] = rps
                 print(
-                    f"[{backend}] HTTP events page ({label}), one server worker:"
-                    f" {rps:,.0f} requests/s"
+                    f"[{backend}] HTTP events page ({label}), server on one core:"
+                    f" {rps:,.0f} pages/s"
                 )
+        return rates
     finally:
         services.close()
         if admin is not None:
@@ -196,8 +216,17 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=int, default=10)
     args = parser.parse_args()
     random.seed(7)
-    for backend in args.backends.split(","):
-        run(backend.strip(), args.events, args.http_seconds)
+    rates = {
+        backend.strip(): run(backend.strip(), args.events, args.http_seconds)
+        for backend in args.backends.split(",")
+    }
+    if {"sqlite", "postgres"} <= set(rates):
+        for label, sqlite_rate in rates["sqlite"].items():
+            postgres_rate = rates["postgres"][label]
+            print(
+                f"HTTP events page ({label}): SQLite {sqlite_rate:,.0f} pages/s, PostgreSQL"
+                f" {postgres_rate:,.0f} pages/s, ratio {postgres_rate / sqlite_rate:.2f}"
+            )
 
 
 if __name__ == "__main__":

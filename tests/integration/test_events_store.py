@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import create_engine, make_url, text
 
+from openft.cli.wiring import build_services
 from openft.domain.entities import EventDraft, EventLevel, EventType, Principal
-from openft.domain.errors import InvalidCursor, NotFound
+from openft.domain.errors import InvalidCursor, NotFound, StoreUnavailable
 from openft.services.container import Services
 from openft.services.jobs import NewJob
+from openft.settings import Settings
 from openft.testing.data import chat_file
+from openft.testing.databases import (
+    create_postgres_database,
+    drop_postgres_database,
+    postgres_admin_url,
+)
+from tests.conftest import TINY
 
 
 def make_job(services: Services, principal: Principal) -> str:
@@ -125,3 +135,33 @@ def test_paging_invariants(
     assert seqs == list(range(total, 0, -1))
     assert all(len(page.items) == limit for page in pages[:-1])
     assert 0 < len(pages[-1].items) <= limit
+
+
+@pytest.mark.postgres
+def test_a_page_read_on_a_dropped_connection_is_unavailable_once_then_served(
+    postgres_template: str, tmp_path: Path
+) -> None:
+    """The page runs on psycopg directly (store/events.py): a connection the server
+    dropped must still leave the pool and read as a 503, as SQLAlchemy does elsewhere."""
+    admin = postgres_admin_url()
+    assert admin is not None
+    url = create_postgres_database(admin, template=make_url(postgres_template).database)
+    services = build_services(Settings(data_dir=tmp_path, database_url=url), [TINY])
+    try:
+        _key, record = services.keys.create("acme")
+        job_id = make_job(services, record.principal)
+        assert len(services.events.list(record.principal, job_id).items) == 2
+        with create_engine(admin, isolation_level="AUTOCOMMIT").connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": make_url(url).database},
+            )
+        with pytest.raises(StoreUnavailable):
+            services.events.list(record.principal, job_id)
+        assert len(services.events.list(record.principal, job_id).items) == 2
+    finally:
+        services.close()
+        drop_postgres_database(admin, url)

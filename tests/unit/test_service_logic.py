@@ -14,7 +14,6 @@ from openft.domain.entities import (
     EventDraft,
     JobError,
     JobStatus,
-    KeyScope,
     Principal,
 )
 from openft.domain.errors import InvalidTransition, LeaseLost
@@ -46,10 +45,7 @@ def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
     built.close()
 
 
-@pytest.fixture
-def principal(services: Services) -> Principal:
-    _key, record = services.keys.create("acme", KeyScope.PROJECT)
-    return record.principal
+# `principal` (tests/conftest.py) is a key of project "acme" on these services.
 
 
 def queued(services: Services, principal: Principal) -> str:

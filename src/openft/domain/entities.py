@@ -204,6 +204,7 @@ class EventLog:
     job_id: str
     event_key: str
     last_seq: int
+    project_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,19 +42,22 @@ class EventService:
         after: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> Page[Event]:
-        """Events newest first; `after` an event id of this job: only those older than it."""
-        with self._db.read() as tx:
-            log = tx.event_log(job_id, principal.project_id)
-            if log is None:
-                raise job_not_found(job_id)
-            before = None
-            if after is not None:
-                parsed = parse_event_id(after)
-                # Sequence numbers are gap-free from 1, so the range check is an existence check.
-                if parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq:
-                    raise InvalidCursor(
-                        f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
-                        param="after",
-                    )
-                before = parsed[1]
-            return tx.events_page(log, before_seq=before, limit=limit)
+        """Events newest first; `after` an event id of this job: only those older than it.
+
+        The job's log and the page are read in one statement: the cursor is checked
+        against what came back, and the page thrown away if it is not this job's."""
+        parsed = parse_event_id(after) if after is not None else None
+        with self._db.read_one() as tx:
+            found = tx.read_events(job_id, before_seq=parsed[1] if parsed else None, limit=limit)
+        if found is None or found[0].project_id != principal.project_id:
+            raise job_not_found(job_id)
+        log, page = found
+        # Sequence numbers are gap-free from 1, so the range check is an existence check.
+        if after is not None and (
+            parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq
+        ):
+            raise InvalidCursor(
+                f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
+                param="after",
+            )
+        return page

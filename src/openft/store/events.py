@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, insert, select, update
+import psycopg
+from sqlalchemy import Connection, and_, bindparam, insert, select, true, update
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from openft.domain.entities import Event, EventDraft, EventLevel, EventLog, EventType, Page
+from openft.domain.errors import StoreUnavailable
 from openft.domain.ids import MAX_EVENT_SEQ
 from openft.store.jobs import job_pk
 from openft.store.schema import job_events, jobs
@@ -17,21 +20,37 @@ from openft.store.schema import job_events, jobs
 # rather than per call: building and keying a fresh select() costs several times more
 # than SQLite takes to run it. The page is a keyset read (as in store/pages.py) with the
 # cursor always bound (MAX_EVENT_SEQ + 1 for the head), so one statement serves all.
-_PAGE = (
-    select(
-        job_events.c.seq,
-        job_events.c.created_at,
-        job_events.c.level,
-        job_events.c.type,
-        job_events.c.message,
-        job_events.c.data,
+# It reads the job's row and the page in ONE statement, one round trip: the job's event
+# key and last sequence number (to check the cursor) come back on every row, and a job
+# with no event (yet) on one row with NULL event columns.
+_EVENT_COLUMNS = ("seq", "created_at", "level", "type", "message", "data")
+_JOB_COLUMNS = (jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id)
+# SQLite: a LEFT JOIN that its planner walks down the (job_pk, seq) key, newest first.
+_PAGE_JOIN = (
+    select(*_JOB_COLUMNS, *(job_events.c[name] for name in _EVENT_COLUMNS))
+    .select_from(
+        jobs.outerjoin(
+            job_events,
+            and_(job_events.c.job_pk == jobs.c.pk, job_events.c.seq < bindparam("before")),
+        )
     )
-    .where(
-        job_events.c.job_pk == job_pk(bindparam("job_id")),
-        job_events.c.seq < bindparam("before"),
-    )
+    .where(jobs.c.id == bindparam("job_id"))
     .order_by(job_events.c.seq.desc())
     .limit(bindparam("fetch"))
+)
+# PostgreSQL sorts that join instead: a LATERAL subquery keeps the index range scan.
+_LATERAL = (
+    select(*(job_events.c[name] for name in _EVENT_COLUMNS))
+    .where(job_events.c.job_pk == jobs.c.pk, job_events.c.seq < bindparam("before"))
+    .order_by(job_events.c.seq.desc())
+    .limit(bindparam("fetch"))
+    .lateral("page")
+)
+_PAGE_LATERAL = (
+    select(*_JOB_COLUMNS, *(_LATERAL.c[name] for name in _EVENT_COLUMNS))
+    .select_from(jobs.outerjoin(_LATERAL, true()))
+    .where(jobs.c.id == bindparam("job_id"))
+    .order_by(_LATERAL.c.seq.desc())
 )
 _RESERVE = (
     update(jobs)
@@ -42,6 +61,10 @@ _RESERVE = (
 _LOG = select(jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id).where(
     jobs.c.id == bindparam("job_id")
 )
+# On PostgreSQL the page goes straight to psycopg, as SQL compiled once here: SQLAlchemy's
+# execute and Row objects cost more per page than the round trip's own CPU (measured:
+# bench/events_bench.py). psycopg prepares it on the server after a few runs.
+_PAGE_LATERAL_SQL = str(_PAGE_LATERAL.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 _INSERT = insert(job_events)
 _INSERT_COLUMNS = ("job_pk", "seq", "created_at", "level", "type", "message", "data")
 _LEVELS = {level.value: level for level in EventLevel}
@@ -124,28 +147,53 @@ class EventQueries:
         row = self._conn.execute(_LOG, {"job_id": job_id}).one_or_none()
         if row is None or (project_id is not None and row.project_id != project_id):
             return None
-        return EventLog(job_id, row.event_key, row.last_event_seq)
+        return EventLog(job_id, row.event_key, row.last_event_seq, row.project_id)
 
-    def events_page(self, log: EventLog, *, before_seq: int | None, limit: int) -> Page[Event]:
+    def read_events(
+        self, job_id: str, *, before_seq: int | None, limit: int
+    ) -> tuple[EventLog, Page[Event]] | None:
         """One extra row is fetched to tell, exactly, whether more remain."""
-        before = MAX_EVENT_SEQ + 1 if before_seq is None else before_seq
-        rows = self._conn.execute(
-            _PAGE, {"job_id": log.job_id, "before": before, "fetch": limit + 1}
-        ).all()
-        event_key = log.event_key
+        params = {
+            "job_id": job_id,
+            "before": MAX_EVENT_SEQ + 1 if before_seq is None else before_seq,
+            "fetch": limit + 1,
+        }
+        rows: Sequence[Sequence[Any]]
+        if self._conn.dialect.name == "postgresql":
+            rows = self._pg_page(params)
+        else:
+            rows = self._conn.execute(_PAGE_JOIN, params).all()
+        if not rows:
+            return None
+        # Columns: event_key, last_event_seq, project_id, then _EVENT_COLUMNS.
+        event_key, last_seq, project_id, first_seq = rows[0][:4]
+        log = EventLog(job_id, event_key, last_seq, project_id)
+        if first_seq is None:  # the job, without an event before the cursor
+            return log, Page([], has_more=False)
         events = [
             Event(
                 event_key,
-                row.seq,
-                row.created_at,
-                _LEVELS[row.level],
-                _TYPES[row.type],
-                row.message,
-                orjson.loads(row.data) if row.data else {},
+                seq,
+                created_at,
+                _LEVELS[level],
+                _TYPES[kind],
+                message,
+                orjson.loads(data) if data else {},
             )
-            for row in rows[:limit]
+            for _key, _last, _project, seq, created_at, level, kind, message, data in rows[:limit]
         ]
-        return Page(events, has_more=len(rows) > limit)
+        return log, Page(events, has_more=len(rows) > limit)
+
+    def _pg_page(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        driver = self._conn.connection.driver_connection
+        assert driver is not None
+        try:
+            return list(driver.execute(_PAGE_LATERAL_SQL, params).fetchall())
+        except psycopg.OperationalError as exc:
+            # What SQLAlchemy does for the statements it runs: a connection the server
+            # dropped leaves the pool, and the caller hears the store is unavailable.
+            self._conn.invalidate(exc)
+            raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
 
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(

@@ -190,8 +190,12 @@ class Transaction(ABC):
         """Where the job's log stands; None if unknown or (with `project_id`) not the project's."""
 
     @abstractmethod
-    def events_page(self, log: EventLog, *, before_seq: int | None, limit: int) -> Page[Event]:
-        """Newest first; with `before_seq`, only the events strictly older than it."""
+    def read_events(
+        self, job_id: str, *, before_seq: int | None, limit: int
+    ) -> tuple[EventLog, Page[Event]] | None:
+        """Where the job's log stands and one page of it, newest first (with `before_seq`,
+        only the events strictly older than it), read together in one statement; None if
+        there is no such job."""
 
     @abstractmethod
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
@@ -229,6 +233,11 @@ class Store(ABC):
     @abstractmethod
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only transaction: a consistent snapshot, never blocking writers."""
+
+    def read_one(self) -> AbstractContextManager[Transaction]:
+        """For a read of ONE statement (a statement is a consistent snapshot by itself):
+        where the store can, without the BEGIN and COMMIT around it."""
+        return self.read()
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
