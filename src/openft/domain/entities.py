@@ -72,7 +72,6 @@ class Principal:
 
     project_id: str
     scope: KeyScope
-    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class ApiKey:
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.project_id, self.scope, self.id)
+        return Principal(self.project_id, self.scope)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openft.domain.entities import Event, EventDraft, Page, Principal
+from openft.domain.entities import Event, EventDraft, EventLog, Page, Principal
 from openft.domain.errors import InvalidCursor, NotFound
 from openft.domain.ids import parse_event_id
 from openft.services.clock import Clock, system_clock
@@ -42,22 +42,47 @@ class EventService:
         after: str | None = None,
         limit: int = DEFAULT_LIMIT,
     ) -> Page[Event]:
-        """Events newest first; `after` an event id of this job: only those older than it.
-
-        The job's log and the page are read in one statement: the cursor is checked
-        against what came back, and the page thrown away if it is not this job's."""
+        """Events newest first; `after` an event id of this job: only those older than it."""
         parsed = parse_event_id(after) if after is not None else None
-        with self._db.read_one() as tx:
+        with self._db.read() as tx:
             found = tx.read_events(job_id, before_seq=parsed[1] if parsed else None, limit=limit)
-        if found is None or found[0].project_id != principal.project_id:
-            raise job_not_found(job_id)
-        log, page = found
-        # Sequence numbers are gap-free from 1, so the range check is an existence check.
-        if after is not None and (
-            parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq
-        ):
-            raise InvalidCursor(
-                f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
-                param="after",
-            )
-        return page
+        return _checked(found, principal, job_id, after, parsed)
+
+    async def list_async(
+        self,
+        principal: Principal,
+        job_id: str,
+        *,
+        after: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> Page[Event]:
+        """`list` for the API's event loop (the store reads there when it can)."""
+        parsed = parse_event_id(after) if after is not None else None
+        found = await self._db.read_events_async(
+            job_id, before_seq=parsed[1] if parsed else None, limit=limit
+        )
+        return _checked(found, principal, job_id, after, parsed)
+
+
+def _checked(
+    found: tuple[EventLog, Page[Event]] | None,
+    principal: Principal,
+    job_id: str,
+    after: str | None,
+    parsed: tuple[str, int] | None,
+) -> Page[Event]:
+    """The page `list` read, once the job is the principal's and the cursor is one of its
+    events. The job's log and the page come from one statement: the cursor is checked
+    against what came back, and the page thrown away if the cursor is not this job's."""
+    if found is None or found[0].project_id != principal.project_id:
+        raise job_not_found(job_id)
+    log, page = found
+    # Sequence numbers are gap-free from 1, so the range check is an existence check.
+    if after is not None and (
+        parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq
+    ):
+        raise InvalidCursor(
+            f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
+            param="after",
+        )
+    return page

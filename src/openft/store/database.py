@@ -7,16 +7,19 @@ scopes open with ``BEGIN IMMEDIATE`` so a read-then-write never fails half-way w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from openft.domain.errors import InvalidRequest, StoreUnavailable
+from openft.store.events import EventsRead, read_events_async
 from openft.store.interface import Store, Transaction
 from openft.store.transaction import SqlTransaction
 
@@ -90,35 +93,19 @@ class Database(Store):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # PostgreSQL: a pool of its own whose connections stay in autocommit, for reads of
-        # one statement: a round trip less each way than BEGIN … COMMIT, without switching
-        # a pooled connection's mode at every checkout (which costs more than it saves).
-        self._autocommit = (
-            create_engine(
-                engine.url,
-                isolation_level="AUTOCOMMIT",
-                pool_size=POOL_SIZE,
-                max_overflow=POOL_SIZE,
-                # No pre-ping: it is one more round trip per read. A connection the server
-                # dropped fails one read with a 503 (which the SDKs retry), and SQLAlchemy
-                # then replaces every pooled connection at once.
-                pool_pre_ping=False,
-            )
-            if self.dialect == "postgresql"
-            else None
-        )
         # SQLite reads in WAL mode take no lock a writer holds and run in tens of
         # microseconds, less than a hop to a worker thread costs; the API runs them on
-        # its event loop. PostgreSQL reads wait on a network, so they go to threads.
+        # its event loop. PostgreSQL reads wait on a network, so they go to threads
+        # (all but the events page: see `read_events_async`).
         self.inline_reads = self.dialect == "sqlite"
+        # PostgreSQL's events pages: psycopg's async pool, opened on the API's event loop
+        # at its first page and closed by `aclose`.
+        self._pages: AsyncConnectionPool[Any] | None = None
+        self._pages_lock = asyncio.Lock()
 
     @contextmanager
-    def _scope(self, write: bool, single: bool = False) -> Iterator[Transaction]:
+    def _scope(self, write: bool) -> Iterator[Transaction]:
         try:
-            if single and self._autocommit is not None:
-                with self._autocommit.connect() as conn:
-                    yield SqlTransaction(conn)
-                return
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(openft_write=True)
@@ -137,13 +124,40 @@ class Database(Store):
     def read(self) -> AbstractContextManager[Transaction]:
         return self._scope(write=False)
 
-    def read_one(self) -> AbstractContextManager[Transaction]:
-        return self._scope(write=False, single=True)
-
     def write(self) -> AbstractContextManager[Transaction]:
         return self._scope(write=True)
 
+    async def read_events_async(
+        self, job_id: str, *, before_seq: int | None, limit: int
+    ) -> EventsRead:
+        if self.inline_reads:  # SQLite: on the loop, as every read (see above)
+            with self.read() as tx:
+                return tx.read_events(job_id, before_seq=before_seq, limit=limit)
+        return await read_events_async(
+            await self._page_pool(), job_id, before_seq=before_seq, limit=limit
+        )
+
+    async def _page_pool(self) -> AsyncConnectionPool[Any]:
+        if self._pages is None:
+            async with self._pages_lock:
+                if self._pages is None:
+                    url = self.engine.url.set(drivername="postgresql")
+                    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                        url.render_as_string(hide_password=False),
+                        # Autocommit: a page is one statement, a snapshot by itself.
+                        kwargs={"autocommit": True},
+                        min_size=1,
+                        max_size=POOL_SIZE,
+                        open=False,
+                    )
+                    await pool.open()
+                    self._pages = pool
+        return self._pages
+
+    async def aclose(self) -> None:
+        if self._pages is not None:
+            await self._pages.close()
+            self._pages = None
+
     def dispose(self) -> None:
         self.engine.dispose()
-        if self._autocommit is not None:
-            self._autocommit.dispose()

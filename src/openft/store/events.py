@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, and_, bindparam, insert, select, true, update
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
@@ -61,9 +62,10 @@ _RESERVE = (
 _LOG = select(jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id).where(
     jobs.c.id == bindparam("job_id")
 )
-# On PostgreSQL the page goes straight to psycopg, as SQL compiled once here: SQLAlchemy's
-# execute and Row objects cost more per page than the round trip's own CPU (measured:
-# bench/events_bench.py). psycopg prepares it on the server after a few runs.
+# The API reads pages from PostgreSQL with psycopg's async driver on its event loop, as SQL
+# compiled once here (`read_events_async`): a hop to a worker thread and SQLAlchemy's
+# execute cost more CPU per page than the round trip itself (bench/events_bench.py).
+# psycopg prepares it on the server after a few runs.
 _PAGE_LATERAL_SQL = str(_PAGE_LATERAL.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 _INSERT = insert(job_events)
 _INSERT_COLUMNS = ("job_pk", "seq", "created_at", "level", "type", "message", "data")
@@ -71,8 +73,60 @@ _LEVELS = {level.value: level for level in EventLevel}
 _TYPES = {kind.value: kind for kind in EventType}
 
 
+# A job's log position and one page of it; None: no such job.
+EventsRead = tuple[EventLog, Page[Event]] | None
+
+
 def _encode(data: dict[str, Any]) -> str | None:
     return orjson.dumps(data).decode() if data else None
+
+
+def _page_params(job_id: str, before_seq: int | None, limit: int) -> dict[str, Any]:
+    """One extra row is fetched to tell, exactly, whether more remain."""
+    before = MAX_EVENT_SEQ + 1 if before_seq is None else before_seq
+    return {"job_id": job_id, "before": before, "fetch": limit + 1}
+
+
+def _page_of(job_id: str, rows: Sequence[Sequence[Any]], limit: int) -> EventsRead:
+    """The page statement's rows (the job's columns, then the event's) as a page."""
+    if not rows:
+        return None
+    event_key, last_seq, project_id, first_seq = rows[0][:4]
+    log = EventLog(job_id, event_key, last_seq, project_id)
+    if first_seq is None:  # the job, without an event before the cursor
+        return log, Page([], has_more=False)
+    events = [
+        Event(
+            event_key,
+            seq,
+            created_at,
+            _LEVELS[level],
+            _TYPES[kind],
+            message,
+            orjson.loads(data) if data else {},
+        )
+        for _key, _last, _project, seq, created_at, level, kind, message, data in rows[:limit]
+    ]
+    return log, Page(events, has_more=len(rows) > limit)
+
+
+async def read_events_async(
+    pool: AsyncConnectionPool[Any], job_id: str, *, before_seq: int | None, limit: int
+) -> EventsRead:
+    """`read_events` on PostgreSQL through an async pool of autocommit connections: one
+    statement is a consistent snapshot by itself, so no BEGIN or COMMIT goes with it."""
+    async with pool.connection() as conn:
+        try:
+            cursor = await conn.execute(_PAGE_LATERAL_SQL, _page_params(job_id, before_seq, limit))
+            rows = await cursor.fetchall()
+        except psycopg.OperationalError as exc:
+            # The server dropped it (a restart, say), and likely the others with it: this
+            # one is closed so the pool lets it go, the idle ones are tested and replaced,
+            # and the next page is served. The pool has no pre-ping: a round trip a page.
+            await conn.close()
+            await pool.check()
+            raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
+    return _page_of(job_id, rows, limit)
 
 
 class EventQueries:
@@ -149,51 +203,10 @@ class EventQueries:
             return None
         return EventLog(job_id, row.event_key, row.last_event_seq, row.project_id)
 
-    def read_events(
-        self, job_id: str, *, before_seq: int | None, limit: int
-    ) -> tuple[EventLog, Page[Event]] | None:
-        """One extra row is fetched to tell, exactly, whether more remain."""
-        params = {
-            "job_id": job_id,
-            "before": MAX_EVENT_SEQ + 1 if before_seq is None else before_seq,
-            "fetch": limit + 1,
-        }
-        rows: Sequence[Sequence[Any]]
-        if self._conn.dialect.name == "postgresql":
-            rows = self._pg_page(params)
-        else:
-            rows = self._conn.execute(_PAGE_JOIN, params).all()
-        if not rows:
-            return None
-        # Columns: event_key, last_event_seq, project_id, then _EVENT_COLUMNS.
-        event_key, last_seq, project_id, first_seq = rows[0][:4]
-        log = EventLog(job_id, event_key, last_seq, project_id)
-        if first_seq is None:  # the job, without an event before the cursor
-            return log, Page([], has_more=False)
-        events = [
-            Event(
-                event_key,
-                seq,
-                created_at,
-                _LEVELS[level],
-                _TYPES[kind],
-                message,
-                orjson.loads(data) if data else {},
-            )
-            for _key, _last, _project, seq, created_at, level, kind, message, data in rows[:limit]
-        ]
-        return log, Page(events, has_more=len(rows) > limit)
-
-    def _pg_page(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        driver = self._conn.connection.driver_connection
-        assert driver is not None
-        try:
-            return list(driver.execute(_PAGE_LATERAL_SQL, params).fetchall())
-        except psycopg.OperationalError as exc:
-            # What SQLAlchemy does for the statements it runs: a connection the server
-            # dropped leaves the pool, and the caller hears the store is unavailable.
-            self._conn.invalidate(exc)
-            raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
+    def read_events(self, job_id: str, *, before_seq: int | None, limit: int) -> EventsRead:
+        statement = _PAGE_LATERAL if self._conn.dialect.name == "postgresql" else _PAGE_JOIN
+        rows = self._conn.execute(statement, _page_params(job_id, before_seq, limit)).all()
+        return _page_of(job_id, rows, limit)
 
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(

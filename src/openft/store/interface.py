@@ -8,6 +8,7 @@ entities and public ids: no database type, row or primary key crosses this line.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -234,10 +235,20 @@ class Store(ABC):
     def read(self) -> AbstractContextManager[Transaction]:
         """A read-only transaction: a consistent snapshot, never blocking writers."""
 
-    def read_one(self) -> AbstractContextManager[Transaction]:
-        """For a read of ONE statement (a statement is a consistent snapshot by itself):
-        where the store can, without the BEGIN and COMMIT around it."""
-        return self.read()
+    async def read_events_async(
+        self, job_id: str, *, before_seq: int | None, limit: int
+    ) -> tuple[EventLog, Page[Event]] | None:
+        """`Transaction.read_events` for an event loop (the API's hottest read): by
+        default in a worker thread; a store with an async driver reads on the loop."""
+
+        def read() -> tuple[EventLog, Page[Event]] | None:
+            with self.read() as tx:
+                return tx.read_events(job_id, before_seq=before_seq, limit=limit)
+
+        return await asyncio.to_thread(read)
+
+    async def aclose(self) -> None:  # noqa: B027 (most stores open nothing on a loop)
+        """Close what the store opened on the event loop (before the loop ends)."""
 
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:

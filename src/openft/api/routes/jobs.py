@@ -189,9 +189,7 @@ async def list_events(
         int | None, Query(ge=0, le=MAX_LIMIT, description="Number of events to retrieve.")
     ] = None,
 ) -> JSON:
-    page = await read(
-        services,
-        services.events.list,
+    page = await services.events.list_async(
         principal,
         fine_tuning_job_id,
         after=after,
