@@ -3,8 +3,8 @@
 Builds a tiny model locally (a random-initialised small causal LM and a tokenizer
 trained on local text: nothing is downloaded), starts `openft serve` with its embedded
 worker on SQLite in a fresh data directory, and with the official `openai` SDK uploads a
-small chat dataset, creates a fine-tuning job, follows its events to completion and
-prints the curve of the training loss.
+small chat dataset, creates a fine-tuning job, follows its events live (server-sent
+events) to completion and prints the curve of the training loss.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from openft.testing.server import local_server, openft_command
 
@@ -61,22 +63,29 @@ def loss_curve(points: list[tuple[int, float]]) -> str:
     )
 
 
-def follow(client: Any, job_id: str) -> Any:
-    """Print the job's events as they arrive, oldest first, until the job ends."""
-    seen: set[str] = set()
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        fresh = [
-            e
-            for e in client.fine_tuning.jobs.list_events(job_id, limit=100).data
-            if e.id not in seen
-        ]
-        for event in reversed(fresh):
-            seen.add(event.id)
-            print(f"  [{event.level:5}] {event.message}")
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
+def follow(base: str, key: str, job_id: str) -> None:
+    """Print the job's events as they are committed, oldest first, until it ends: the
+    events endpoint as server-sent events, reconnecting from the last one if need be."""
+    url = f"{base}/v1/fine_tuning/jobs/{job_id}/events?stream=true"
+    last: str | None = None
+    for _attempt in range(5):
+        headers = {"Authorization": f"Bearer {key}"}
+        if last is not None:
+            headers["Last-Event-ID"] = last
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=None) as response:
+                response.raise_for_status()
+                for line in response.iter_lines():
+                    if line.startswith("id: "):
+                        last = line.removeprefix("id: ")
+                    elif line == "data: [DONE]":
+                        return
+                    elif line.startswith("data: "):
+                        event = json.loads(line.removeprefix("data: "))
+                        print(f"  [{event['level']:5}] {event['message']}")
+        except httpx.TransportError:
+            time.sleep(1)
+    raise SystemExit("lost the event stream of the job")
 
 
 def main() -> None:
@@ -104,8 +113,9 @@ def main() -> None:
             suffix="demo",
             hyperparameters=HYPERPARAMETERS,
         )
-        print(f"created {job.id}; its events:")
-        job = follow(client, job.id)
+        print(f"created {job.id}; its events, live:")
+        follow(base, key, job.id)
+        job = client.fine_tuning.jobs.retrieve(job.id)
         if job.status != "succeeded":
             raise SystemExit(f"the job ended {job.status}: {job.error}")
         points = [

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
     models: str = ""
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    # Followers of a job's event stream: how often its feed looks for events that another
+    # process wrote (this process's own wake it at once), and how often an idle stream
+    # sends a keep-alive comment.
+    stream_poll_seconds: float = Field(default=1.0, gt=0)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     # How long a process trusts a key it verified: a revoked key works at most this long.
     key_cache_seconds: float = Field(default=10.0, ge=0)
     # OpenAI requires at least 10 training examples; smaller files fail validation.

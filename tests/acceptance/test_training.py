@@ -17,6 +17,7 @@ from openai.types.fine_tuning import FineTuningJob
 from openft.domain.status import TERMINAL
 from openft.testing.data import preference_file, toy_chat_file
 from openft.testing.server import Server, running_server, wait_until
+from tests.acceptance.test_live_events import Follower
 from tests.conftest import BACKENDS, _fresh_database
 from tests.schemas import assert_valid
 
@@ -274,3 +275,20 @@ def test_a_training_crash_fails_the_job_clearly_and_the_worker_keeps_serving(
         client.fine_tuning.jobs.create(model="tiny", training_file=train, hyperparameters=FAST).id,
     )
     assert good.status == "succeeded", good.error
+
+
+def test_a_follower_reads_a_whole_training_job_through_the_stream(
+    client: OpenAI, trainer: Server
+) -> None:
+    train = upload(client, toy_chat_file(16))
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=train, hyperparameters=FAST)
+    follower = Follower(
+        f"{trainer.base_url}/fine_tuning/jobs/{job.id}/events?stream=true", trainer.key
+    )
+    follower.run()  # returns once the stream ends
+    assert follower.done, follower.error
+    finished = client.fine_tuning.jobs.retrieve(job.id)
+    assert finished.status == "succeeded"
+    assert follower.ids == [e.id for e in events(client, job.id)]
+    assert any(e["type"] == "metrics" for e in follower.events)
+    assert follower.events[-1]["message"] == "The job has successfully completed"

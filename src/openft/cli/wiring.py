@@ -11,6 +11,7 @@ from openft.services.events import EventService
 from openft.services.files import FileService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
+from openft.services.live import LiveEvents
 from openft.services.models import ModelService
 from openft.services.worker import WorkerService
 from openft.settings import Settings
@@ -56,6 +57,11 @@ def build_services(
         files=files,
         jobs=JobService(db, files, models, min_examples=settings.min_examples, clock=clock),
         events=EventService(db, clock),
+        live=LiveEvents(
+            db,
+            poll_seconds=settings.stream_poll_seconds,
+            keepalive_seconds=settings.stream_keepalive_seconds,
+        ),
         models=models,
         checkpoints=CheckpointService(db),
         worker=WorkerService(

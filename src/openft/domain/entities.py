@@ -204,6 +204,7 @@ class EventLog:
     event_key: str
     last_seq: int
     project_id: str
+    status: JobStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from openft.services.events import EventService
 from openft.services.files import FileService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
+from openft.services.live import LiveEvents
 from openft.services.models import ModelService
 from openft.services.worker import WorkerService
 from openft.store.interface import Store
@@ -21,6 +22,7 @@ class Services:
     files: FileService
     jobs: JobService
     events: EventService
+    live: LiveEvents
     models: ModelService
     checkpoints: CheckpointService
     worker: WorkerService

@@ -8,7 +8,7 @@ scopes open with ``BEGIN IMMEDIATE`` so a read-then-write never fails half-way w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,7 @@ class Database(Store):
         # at its first page and closed by `aclose`.
         self._pages: AsyncConnectionPool[Any] | None = None
         self._pages_lock = asyncio.Lock()
+        self._listeners: list[Callable[[frozenset[str]], None]] = []
 
     @contextmanager
     def _scope(self, write: bool) -> Iterator[Transaction]:
@@ -110,7 +111,12 @@ class Database(Store):
                 if write:
                     conn = conn.execution_options(openft_write=True)
                 with conn.begin():
-                    yield SqlTransaction(conn)
+                    tx = SqlTransaction(conn)
+                    yield tx
+            if tx.appended:
+                committed = frozenset(tx.appended)
+                for listener in self._listeners:
+                    listener(committed)
         except DataError as exc:
             # A value the database cannot hold, from the request (PostgreSQL's text, say,
             # takes no NUL character; SQLite's does): the client's to fix, not a 500.
@@ -158,6 +164,9 @@ class Database(Store):
         if self._pages is not None:
             await self._pages.close()
             self._pages = None
+
+    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
+        self._listeners.append(listener)
 
     def dispose(self) -> None:
         self.engine.dispose()

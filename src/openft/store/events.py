@@ -8,10 +8,18 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, and_, bindparam, insert, select, true, update
+from sqlalchemy import Connection, Select, and_, bindparam, insert, select, true, update
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
-from openft.domain.entities import Event, EventDraft, EventLevel, EventLog, EventType, Page
+from openft.domain.entities import (
+    Event,
+    EventDraft,
+    EventLevel,
+    EventLog,
+    EventType,
+    JobStatus,
+    Page,
+)
 from openft.domain.errors import StoreUnavailable
 from openft.domain.ids import MAX_EVENT_SEQ
 from openft.store.jobs import job_pk
@@ -19,49 +27,55 @@ from openft.store.schema import job_events, jobs
 
 # The events page is the hottest read in openft, so its statements are built once here
 # rather than per call: building and keying a fresh select() costs several times more
-# than SQLite takes to run it. The page is a keyset read (as in store/pages.py) with the
+# than SQLite takes to run it. A page is a keyset read (as in store/pages.py) with the
 # cursor always bound (MAX_EVENT_SEQ + 1 for the head), so one statement serves all.
 # It reads the job's row and the page in ONE statement, one round trip: the job's event
-# key and last sequence number (to check the cursor) come back on every row, and a job
-# with no event (yet) on one row with NULL event columns.
+# key, last sequence number and status come back on every row (to check the cursor, and
+# to tell a follower whether more can come), and a job with no event past the cursor on
+# one row with NULL event columns. Followers read forwards, oldest first.
 _EVENT_COLUMNS = ("seq", "created_at", "level", "type", "message", "data")
-_JOB_COLUMNS = (jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id)
-# SQLite: a LEFT JOIN that its planner walks down the (job_pk, seq) key, newest first.
-_PAGE_JOIN = (
-    select(*_JOB_COLUMNS, *(job_events.c[name] for name in _EVENT_COLUMNS))
-    .select_from(
-        jobs.outerjoin(
-            job_events,
-            and_(job_events.c.job_pk == jobs.c.pk, job_events.c.seq < bindparam("before")),
-        )
+_JOB_COLUMNS = (jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id, jobs.c.status)
+
+
+def _page_statements(newest_first: bool) -> tuple[Select[Any], Select[Any]]:
+    """(for SQLite, for PostgreSQL) reading the page past the bound `cursor`."""
+    seq = job_events.c.seq
+    past = seq < bindparam("cursor") if newest_first else seq > bindparam("cursor")
+    order = seq.desc() if newest_first else seq.asc()
+    # SQLite: a LEFT JOIN that its planner walks along the (job_pk, seq) key.
+    join = (
+        select(*_JOB_COLUMNS, *(job_events.c[name] for name in _EVENT_COLUMNS))
+        .select_from(jobs.outerjoin(job_events, and_(job_events.c.job_pk == jobs.c.pk, past)))
+        .where(jobs.c.id == bindparam("job_id"))
+        .order_by(order)
+        .limit(bindparam("fetch"))
     )
-    .where(jobs.c.id == bindparam("job_id"))
-    .order_by(job_events.c.seq.desc())
-    .limit(bindparam("fetch"))
-)
-# PostgreSQL sorts that join instead: a LATERAL subquery keeps the index range scan.
-_LATERAL = (
-    select(*(job_events.c[name] for name in _EVENT_COLUMNS))
-    .where(job_events.c.job_pk == jobs.c.pk, job_events.c.seq < bindparam("before"))
-    .order_by(job_events.c.seq.desc())
-    .limit(bindparam("fetch"))
-    .lateral("page")
-)
-_PAGE_LATERAL = (
-    select(*_JOB_COLUMNS, *(_LATERAL.c[name] for name in _EVENT_COLUMNS))
-    .select_from(jobs.outerjoin(_LATERAL, true()))
-    .where(jobs.c.id == bindparam("job_id"))
-    .order_by(_LATERAL.c.seq.desc())
-)
+    # PostgreSQL sorts that join instead: a LATERAL subquery keeps the index range scan.
+    page = (
+        select(*(job_events.c[name] for name in _EVENT_COLUMNS))
+        .where(job_events.c.job_pk == jobs.c.pk, past)
+        .order_by(order)
+        .limit(bindparam("fetch"))
+        .lateral("page")
+    )
+    lateral = (
+        select(*_JOB_COLUMNS, *(page.c[name] for name in _EVENT_COLUMNS))
+        .select_from(jobs.outerjoin(page, true()))
+        .where(jobs.c.id == bindparam("job_id"))
+        .order_by(page.c.seq.desc() if newest_first else page.c.seq.asc())
+    )
+    return join, lateral
+
+
+_PAGE_JOIN, _PAGE_LATERAL = _page_statements(newest_first=True)
+_SINCE_JOIN, _SINCE_LATERAL = _page_statements(newest_first=False)
 _RESERVE = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id"))
     .values(last_event_seq=jobs.c.last_event_seq + bindparam("count"))
     .returning(jobs.c.pk, jobs.c.last_event_seq, jobs.c.event_key)
 )
-_LOG = select(jobs.c.event_key, jobs.c.last_event_seq, jobs.c.project_id).where(
-    jobs.c.id == bindparam("job_id")
-)
+_LOG = select(*_JOB_COLUMNS).where(jobs.c.id == bindparam("job_id"))
 # The API reads pages from PostgreSQL with psycopg's async driver on its event loop, as SQL
 # compiled once here (`read_events_async`): a hop to a worker thread and SQLAlchemy's
 # execute cost more CPU per page than the round trip itself (bench/events_bench.py).
@@ -84,17 +98,22 @@ def _encode(data: dict[str, Any]) -> str | None:
 def _page_params(job_id: str, before_seq: int | None, limit: int) -> dict[str, Any]:
     """One extra row is fetched to tell, exactly, whether more remain."""
     before = MAX_EVENT_SEQ + 1 if before_seq is None else before_seq
-    return {"job_id": job_id, "before": before, "fetch": limit + 1}
+    return {"job_id": job_id, "cursor": before, "fetch": limit + 1}
+
+
+def _log_of(job_id: str, row: Sequence[Any]) -> EventLog:
+    event_key, last_seq, project_id, status = row[:4]
+    return EventLog(job_id, event_key, last_seq, project_id, JobStatus(status))
 
 
 def _page_of(job_id: str, rows: Sequence[Sequence[Any]], limit: int) -> EventsRead:
     """The page statement's rows (the job's columns, then the event's) as a page."""
     if not rows:
         return None
-    event_key, last_seq, project_id, first_seq = rows[0][:4]
-    log = EventLog(job_id, event_key, last_seq, project_id)
-    if first_seq is None:  # the job, without an event before the cursor
+    log = _log_of(job_id, rows[0])
+    if rows[0][4] is None:  # the job, without an event past the cursor
         return log, Page([], has_more=False)
+    event_key = log.event_key
     events = [
         Event(
             event_key,
@@ -105,7 +124,7 @@ def _page_of(job_id: str, rows: Sequence[Sequence[Any]], limit: int) -> EventsRe
             message,
             orjson.loads(data) if data else {},
         )
-        for _key, _last, _project, seq, created_at, level, kind, message, data in rows[:limit]
+        for *_job, seq, created_at, level, kind, message, data in rows[:limit]
     ]
     return log, Page(events, has_more=len(rows) > limit)
 
@@ -131,6 +150,7 @@ async def read_events_async(
 
 class EventQueries:
     _conn: Connection
+    appended: set[str]
 
     def append_events(self, job_id: str, drafts: Sequence[EventDraft], now: int) -> list[Event]:
         """One statement for the whole batch. Sequence numbers are reserved under the job
@@ -138,6 +158,7 @@ class EventQueries:
         sees a gap-free sequence."""
         if not drafts:
             return []
+        self.appended.add(job_id)
         pk, last, event_key = self._conn.execute(
             _RESERVE, {"job_id": job_id, "count": len(drafts)}
         ).one()
@@ -201,12 +222,17 @@ class EventQueries:
         row = self._conn.execute(_LOG, {"job_id": job_id}).one_or_none()
         if row is None or (project_id is not None and row.project_id != project_id):
             return None
-        return EventLog(job_id, row.event_key, row.last_event_seq, row.project_id)
+        return _log_of(job_id, row)
 
     def read_events(self, job_id: str, *, before_seq: int | None, limit: int) -> EventsRead:
         statement = _PAGE_LATERAL if self._conn.dialect.name == "postgresql" else _PAGE_JOIN
         rows = self._conn.execute(statement, _page_params(job_id, before_seq, limit)).all()
         return _page_of(job_id, rows, limit)
+
+    def read_events_since(self, job_id: str, *, after_seq: int, limit: int) -> EventsRead:
+        statement = _SINCE_LATERAL if self._conn.dialect.name == "postgresql" else _SINCE_JOIN
+        params = {"job_id": job_id, "cursor": after_seq, "fetch": limit + 1}
+        return _page_of(job_id, self._conn.execute(statement, params).all(), limit)
 
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -199,6 +199,14 @@ class Transaction(ABC):
         there is no such job."""
 
     @abstractmethod
+    def read_events_since(
+        self, job_id: str, *, after_seq: int, limit: int
+    ) -> tuple[EventLog, Page[Event]] | None:
+        """Where the job's log stands and up to `limit` events after `after_seq`, oldest
+        first, read together in one statement (what a follower reads); None if there is
+        no such job."""
+
+    @abstractmethod
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
         """The `data` of every metrics event of a job, oldest first."""
 
@@ -253,6 +261,11 @@ class Store(ABC):
     @abstractmethod
     def write(self) -> AbstractContextManager[Transaction]:
         """A read-write transaction that holds the write lock from its first statement."""
+
+    @abstractmethod
+    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call `listener` with the ids of the jobs whose events a transaction of this
+        process has just committed, in the committing thread, after the commit."""
 
     @abstractmethod
     def dispose(self) -> None: ...

@@ -20,6 +20,7 @@ class SqlTransaction(
 ):
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self.appended: set[str] = set()  # jobs whose events this transaction appended
 
     def ping(self) -> None:
         self._conn.execute(_PING)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Request
+from starlette.responses import Response, StreamingResponse
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.api.schemas import CreateJobRequest
+from openft.api.sse import MEDIA_TYPE, event_stream
 from openft.domain.entities import MetadataFilter
 from openft.domain.errors import InvalidRequest
 from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
@@ -171,11 +173,25 @@ def resume_job(
     "/{fine_tuning_job_id}/events",
     response_model=ListFineTuningJobEventsResponse,
     operation_id="listFineTuningEvents",
-    responses=error_responses(400, 404),
+    responses={
+        200: {
+            "content": {
+                MEDIA_TYPE: {
+                    "schema": {"type": "string"},
+                    "description": "With `stream=true` (or `Accept: text/event-stream`).",
+                }
+            }
+        },
+        **error_responses(400, 404),
+    },
     summary="List fine-tuning events",
-    description="Get status updates for a fine-tuning job.",
+    description="Get status updates for a fine-tuning job. With `stream=true` (or `Accept: "
+    "text/event-stream`), follow them live as server-sent events, oldest first, from the "
+    "event after `Last-Event-ID` (or the first), ending with `data: [DONE]` once the job "
+    "has ended.",
 )
 async def list_events(
+    request: Request,
     fine_tuning_job_id: Annotated[
         str, Path(description="The ID of the fine-tuning job to get events for.")
     ],
@@ -188,7 +204,21 @@ async def list_events(
     limit: Annotated[
         int | None, Query(ge=0, le=MAX_LIMIT, description="Number of events to retrieve.")
     ] = None,
-) -> JSON:
+    stream: Annotated[
+        bool, Query(description="Follow the events live, as server-sent events.")
+    ] = False,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="When streaming: go on after this event."),
+    ] = None,
+) -> Response:
+    if stream or MEDIA_TYPE in request.headers.get("accept", ""):
+        seen = await services.live.start(principal, fine_tuning_job_id, last_event_id)
+        return StreamingResponse(
+            event_stream(services.live, fine_tuning_job_id, seen),
+            media_type=MEDIA_TYPE,
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
     page = await services.events.list_async(
         principal,
         fine_tuning_job_id,
