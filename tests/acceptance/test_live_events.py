@@ -18,6 +18,8 @@ from openft.testing.server import Server, running_server, wait_until
 from tests.acceptance.helpers import queued_job
 from tests.conftest import _fresh_database
 
+NO_POLLING = {"OPENFT_STREAM_POLL_SECONDS": "60"}
+
 
 @dataclass
 class Follower:
@@ -149,8 +151,9 @@ def test_a_follower_on_one_process_sees_what_another_wrote(
     postgres_database: str, tmp_path: Path
 ) -> None:
     url = postgres_database
+    # The follower's server polls once a minute: only a notification can wake it in time.
     with (
-        running_server(url, tmp_path / "a", "tiny=/nonexistent/tiny") as one,
+        running_server(url, tmp_path / "a", "tiny=/nonexistent/tiny", env=NO_POLLING) as one,
         running_server(url, tmp_path / "b", "tiny=/nonexistent/tiny") as other,
     ):
         client = OpenAI(base_url=other.base_url, api_key=other.key, max_retries=0)

@@ -61,6 +61,7 @@ def create_app(
             stop.set()
             for thread in threads:
                 thread.join(timeout=15)
+            await services.live.aclose()
             await services.db.aclose()
 
     app = FastAPI(

@@ -23,7 +23,7 @@ from openft.domain.errors import InvalidCursor, OpenFTError
 from openft.domain.ids import parse_event_id
 from openft.domain.status import TERMINAL
 from openft.services.events import job_not_found
-from openft.store.interface import Store
+from openft.store.interface import ALL_JOBS, Store
 
 BATCH = 500
 T = TypeVar("T")
@@ -70,6 +70,7 @@ class LiveEvents:
         self._feeds: dict[str, _Feed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: asyncio.Task[None] | None = None
         db.on_events(self._committed)
 
     # -- wake-ups (from any thread) ----------------------------------------------------
@@ -80,10 +81,13 @@ class LiveEvents:
             loop.call_soon_threadsafe(self._wake, job_ids)
 
     def _wake(self, job_ids: frozenset[str]) -> None:
-        for job_id in job_ids:
-            feed = self._feeds.get(job_id)
-            if feed is not None:
-                feed.wake.set()
+        feeds = (
+            list(self._feeds.values())
+            if job_ids == ALL_JOBS
+            else [feed for job_id in job_ids if (feed := self._feeds.get(job_id))]
+        )
+        for feed in feeds:
+            feed.wake.set()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class LiveEvents:
         """The job's events after `after_seq`, oldest first, in batches, until the job has
         ended and all are out; an empty batch when nothing came for `keepalive_seconds`.
         Raises `FollowerTooSlow` when it fell behind."""
-        self._loop = asyncio.get_running_loop()
+        self._listen()
         queue: asyncio.Queue[Item] = asyncio.Queue(self._queue_batches)
         feed: _Feed | None = None
         seen = after_seq
@@ -158,6 +162,20 @@ class LiveEvents:
         finally:
             if feed is not None:
                 feed.followers.discard(queue)
+
+    def _listen(self) -> None:
+        """On the first follower: hear of other processes' commits from the store."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._watcher = self._loop.create_task(self._db.watch_events(self._wake))
+
+    async def aclose(self) -> None:
+        """Stop listening (the app's shutdown, before its event loop ends)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self._loop = self._watcher = None
 
     # -- feeds -------------------------------------------------------------------------
 

@@ -8,21 +8,24 @@ scopes open with ``BEGIN IMMEDIATE`` so a read-then-write never fails half-way w
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from openft.domain.errors import InvalidRequest, StoreUnavailable
 from openft.store.events import EventsRead, read_events_async
-from openft.store.interface import Store, Transaction
+from openft.store.interface import ALL_JOBS, Store, Transaction
 from openft.store.transaction import SqlTransaction
 
+log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POOL_SIZE = 20  # connections a process keeps (and as many more under a burst)
 
@@ -87,6 +90,21 @@ def make_admin_engine(url: str) -> Engine:
     )
 
 
+EVENTS_CHANNEL = "openft_events"
+_NOTIFY = text(f"SELECT pg_notify('{EVENTS_CHANNEL}', :payload)")
+_MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
+
+
+def _notice(job_ids: set[str]) -> str:
+    """The job ids a notification names, or "*" (every job) when they do not fit in one."""
+    payload = ",".join(sorted(job_ids))
+    return payload if len(payload) <= _MAX_PAYLOAD else "*"
+
+
+def _jobs_in(payload: str) -> frozenset[str]:
+    return frozenset(filter(None, payload.split(",")))
+
+
 class Database(Store):
     """Transaction scopes over one engine; database errors are translated once, here."""
 
@@ -113,6 +131,10 @@ class Database(Store):
                 with conn.begin():
                     tx = SqlTransaction(conn)
                     yield tx
+                    if tx.appended and self.dialect == "postgresql":
+                        # Followers in other processes hear of it when this commits: one
+                        # notification per transaction, however many events it wrote.
+                        conn.execute(_NOTIFY, {"payload": _notice(tx.appended)})
             if tx.appended:
                 committed = frozenset(tx.appended)
                 for listener in self._listeners:
@@ -159,6 +181,24 @@ class Database(Store):
                     await pool.open()
                     self._pages = pool
         return self._pages
+
+    async def watch_events(self, on_events: Callable[[frozenset[str]], None]) -> None:
+        if self.dialect != "postgresql":
+            await super().watch_events(on_events)
+            return
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = 0.5
+        while True:  # until cancelled; a lost connection is opened again
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    delay = 0.5
+                    async for notice in conn.notifies():
+                        on_events(ALL_JOBS if notice.payload == "*" else _jobs_in(notice.payload))
+            except psycopg.OperationalError:
+                log.warning("lost the events notification channel; polling until it is back")
+                await asyncio.sleep(delay)
+                delay = min(30.0, delay * 2)
 
     async def aclose(self) -> None:
         if self._pages is not None:

@@ -233,6 +233,10 @@ class Transaction(ABC):
         """Newest first (checkpoints are made in step order), past `after` (which must exist)."""
 
 
+# What `Store.watch_events` passes when it cannot say which jobs: any may have news.
+ALL_JOBS: frozenset[str] = frozenset({"*"})
+
+
 class Store(ABC):
     """Transaction scopes over one database."""
 
@@ -254,6 +258,12 @@ class Store(ABC):
                 return tx.read_events(job_id, before_seq=before_seq, limit=limit)
 
         return await asyncio.to_thread(read)
+
+    async def watch_events(self, on_events: Callable[[frozenset[str]], None]) -> None:
+        """Until cancelled: call `on_events` with the ids of the jobs whose events another
+        process committed, as soon as the store hears of it (`ALL_JOBS`: any job may have
+        some). A store that cannot tell hears nothing; followers poll it."""
+        await asyncio.Event().wait()
 
     async def aclose(self) -> None:  # noqa: B027 (most stores open nothing on a loop)
         """Close what the store opened on the event loop (before the loop ends)."""
