@@ -19,19 +19,20 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from openft.domain.entities import Event, EventLog, Page, Principal
-from openft.domain.errors import InvalidCursor, OpenFTError
+from openft.domain.errors import InvalidCursor
 from openft.domain.ids import parse_event_id
 from openft.domain.status import TERMINAL
 from openft.services.events import job_not_found
-from openft.store.interface import ALL_JOBS, Store
+from openft.store.interface import Store
 
 BATCH = 500
 T = TypeVar("T")
 Read = tuple[EventLog, Page[Event]] | None
 
 
-class FollowerTooSlow(OpenFTError):
-    """A follower fell too far behind its job's feed: it must reconnect."""
+class FollowerTooSlow(Exception):
+    """A follower fell too far behind its job's feed: it must reconnect. Raised in the
+    middle of a stream, so never rendered as an HTTP error (not an `OpenFTError`)."""
 
 
 class _End:
@@ -81,13 +82,10 @@ class LiveEvents:
             loop.call_soon_threadsafe(self._wake, job_ids)
 
     def _wake(self, job_ids: frozenset[str]) -> None:
-        feeds = (
-            list(self._feeds.values())
-            if job_ids == ALL_JOBS
-            else [feed for job_id in job_ids if (feed := self._feeds.get(job_id))]
-        )
-        for feed in feeds:
-            feed.wake.set()
+        for job_id in job_ids:
+            feed = self._feeds.get(job_id)
+            if feed is not None:
+                feed.wake.set()
 
     # -- reading -----------------------------------------------------------------------
 

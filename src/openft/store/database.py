@@ -16,13 +16,13 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from openft.domain.errors import InvalidRequest, StoreUnavailable
-from openft.store.events import EventsRead, read_events_async
-from openft.store.interface import ALL_JOBS, Store, Transaction
+from openft.store.events import EVENTS_CHANNEL, EventsRead, read_events_async
+from openft.store.interface import Store, Transaction
 from openft.store.transaction import SqlTransaction
 
 log = logging.getLogger(__name__)
@@ -90,26 +90,14 @@ def make_admin_engine(url: str) -> Engine:
     )
 
 
-EVENTS_CHANNEL = "openft_events"
-_NOTIFY = text(f"SELECT pg_notify('{EVENTS_CHANNEL}', :payload)")
-_MAX_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
-
-
-def _notice(job_ids: set[str]) -> str:
-    """The job ids a notification names, or "*" (every job) when they do not fit in one."""
-    payload = ",".join(sorted(job_ids))
-    return payload if len(payload) <= _MAX_PAYLOAD else "*"
-
-
-def _jobs_in(payload: str) -> frozenset[str]:
-    return frozenset(filter(None, payload.split(",")))
-
-
 class Database(Store):
     """Transaction scopes over one engine; database errors are translated once, here."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, notify: bool = True) -> None:
+        """`notify`: whether a commit that appended events tells other processes'
+        followers (PostgreSQL); off only to measure what that costs (bench/)."""
         self.engine = engine
+        self._notify = notify and engine.dialect.name == "postgresql"
         self.dialect = engine.dialect.name
         # SQLite reads in WAL mode take no lock a writer holds and run in tens of
         # microseconds, less than a hop to a worker thread costs; the API runs them on
@@ -129,12 +117,8 @@ class Database(Store):
                 if write:
                     conn = conn.execution_options(openft_write=True)
                 with conn.begin():
-                    tx = SqlTransaction(conn)
+                    tx = SqlTransaction(conn, notify=self._notify)
                     yield tx
-                    if tx.appended and self.dialect == "postgresql":
-                        # Followers in other processes hear of it when this commits: one
-                        # notification per transaction, however many events it wrote.
-                        conn.execute(_NOTIFY, {"payload": _notice(tx.appended)})
             if tx.appended:
                 committed = frozenset(tx.appended)
                 for listener in self._listeners:
@@ -193,8 +177,8 @@ class Database(Store):
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     delay = 0.5
-                    async for notice in conn.notifies():
-                        on_events(ALL_JOBS if notice.payload == "*" else _jobs_in(notice.payload))
+                    async for notice in conn.notifies():  # the payload: a job's id
+                        on_events(frozenset({notice.payload}))
             except psycopg.OperationalError:
                 log.warning("lost the events notification channel; polling until it is back")
                 await asyncio.sleep(delay)

@@ -8,7 +8,17 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Connection, Select, and_, bindparam, insert, select, true, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from openft.domain.entities import (
@@ -75,6 +85,12 @@ _RESERVE = (
     .values(last_event_seq=jobs.c.last_event_seq + bindparam("count"))
     .returning(jobs.c.pk, jobs.c.last_event_seq, jobs.c.event_key)
 )
+# PostgreSQL: the same statement also notifies the processes that LISTEN on the channel,
+# when the transaction commits (not before: a follower never hears of what it cannot yet
+# read), with the job's id. No extra round trip, and PostgreSQL folds the same
+# notification sent twice in one transaction into one: one per committed batch.
+EVENTS_CHANNEL = "openft_events"
+_RESERVE_NOTIFY = _RESERVE.returning(func.pg_notify(EVENTS_CHANNEL, jobs.c.id))
 _LOG = select(*_JOB_COLUMNS).where(jobs.c.id == bindparam("job_id"))
 # The API reads pages from PostgreSQL with psycopg's async driver on its event loop, as SQL
 # compiled once here (`read_events_async`): a hop to a worker thread and SQLAlchemy's
@@ -151,6 +167,7 @@ async def read_events_async(
 class EventQueries:
     _conn: Connection
     appended: set[str]
+    notify: bool
 
     def append_events(self, job_id: str, drafts: Sequence[EventDraft], now: int) -> list[Event]:
         """One statement for the whole batch. Sequence numbers are reserved under the job
@@ -159,9 +176,10 @@ class EventQueries:
         if not drafts:
             return []
         self.appended.add(job_id)
+        reserve = _RESERVE_NOTIFY if self.notify else _RESERVE
         pk, last, event_key = self._conn.execute(
-            _RESERVE, {"job_id": job_id, "count": len(drafts)}
-        ).one()
+            reserve, {"job_id": job_id, "count": len(drafts)}
+        ).one()[:3]
         first = last - len(drafts) + 1
         events = [
             Event(

@@ -233,10 +233,6 @@ class Transaction(ABC):
         """Newest first (checkpoints are made in step order), past `after` (which must exist)."""
 
 
-# What `Store.watch_events` passes when it cannot say which jobs: any may have news.
-ALL_JOBS: frozenset[str] = frozenset({"*"})
-
-
 class Store(ABC):
     """Transaction scopes over one database."""
 
@@ -261,8 +257,8 @@ class Store(ABC):
 
     async def watch_events(self, on_events: Callable[[frozenset[str]], None]) -> None:
         """Until cancelled: call `on_events` with the ids of the jobs whose events another
-        process committed, as soon as the store hears of it (`ALL_JOBS`: any job may have
-        some). A store that cannot tell hears nothing; followers poll it."""
+        process committed, as soon as the store hears of it. A store that cannot tell
+        hears nothing; followers poll it."""
         await asyncio.Event().wait()
 
     async def aclose(self) -> None:  # noqa: B027 (most stores open nothing on a loop)

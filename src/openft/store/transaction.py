@@ -18,8 +18,9 @@ _PING = text("SELECT 1")
 class SqlTransaction(
     KeyQueries, FileQueries, JobQueries, EventQueries, CheckpointQueries, Transaction
 ):
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, notify: bool = False) -> None:
         self._conn = conn
+        self.notify = notify  # PostgreSQL: appends notify other processes' followers
         self.appended: set[str] = set()  # jobs whose events this transaction appended
 
     def ping(self) -> None:
