@@ -131,8 +131,9 @@ def test_a_follower_reconnects_across_a_restart_without_gap_or_duplicate(
         follower = Follower(events_url(first, job.id), first.key)
         thread = follower.start()
         wait_until(lambda: len(follower.ids) >= 3, 10, 0.05, "the replay")
-    thread.join(30)  # the server stopped under it
+    thread.join(30)  # the server stopped under it, and ended the stream first
     assert not follower.done
+    assert "shutting down" in follower.comments[-1], follower.comments
     seen = list(follower.ids)
     with running_server(url, tmp_path, "tiny=/nonexistent/tiny") as second:
         client = OpenAI(base_url=second.base_url, api_key=second.key, max_retries=0)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import orjson
 
 from openft.domain.entities import Event
-from openft.services.live import FollowerTooSlow, LiveEvents
+from openft.services.live import LiveEvents, StreamEnded
 from openft.wire import event_json
 
 MEDIA_TYPE = "text/event-stream"
@@ -25,8 +25,8 @@ async def event_stream(live: LiveEvents, job_id: str, seen: int) -> AsyncIterato
     try:
         async for batch in live.follow(job_id, seen):
             yield b"".join(frame(event) for event in batch) if batch else KEEPALIVE
-    except FollowerTooSlow:
+    except StreamEnded as ended:
         # Ended without [DONE]: the client reconnects with Last-Event-ID and goes on.
-        yield b": this follower fell behind; reconnect with Last-Event-ID\n\n"
+        yield b": %s Reconnect with Last-Event-ID.\n\n" % str(ended).encode()
         return
     yield DONE

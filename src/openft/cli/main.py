@@ -112,9 +112,26 @@ def serve(
         services, revalidate_every_seconds=settings.revalidate_after_seconds, background=background
     )
     try:
-        uvicorn.run(
-            api, host=settings.host, port=settings.port, access_log=access_log, log_level="info"
+        config = uvicorn.Config(
+            api,
+            host=settings.host,
+            port=settings.port,
+            access_log=access_log,
+            log_level="info",
+            # A request still running this long after the stop signal is cut.
+            timeout_graceful_shutdown=30,
         )
+        server = uvicorn.Server(config)
+        handle_exit = server.handle_exit
+
+        def stop(sig: int, frame: Any) -> None:
+            # Event streams never end by themselves: end them (clients reconnect with
+            # Last-Event-ID, to this server's successor) so the shutdown does not wait.
+            services.live.stop_streams()
+            handle_exit(sig, frame)
+
+        server.handle_exit = stop  # type: ignore[method-assign]
+        server.run()
     finally:
         services.close()
 

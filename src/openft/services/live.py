@@ -30,9 +30,18 @@ T = TypeVar("T")
 Read = tuple[EventLog, Page[Event]] | None
 
 
-class FollowerTooSlow(Exception):
-    """A follower fell too far behind its job's feed: it must reconnect. Raised in the
-    middle of a stream, so never rendered as an HTTP error (not an `OpenFTError`)."""
+class StreamEnded(Exception):
+    """A follow ended before its job did: the follower must reconnect with the last
+    event it received. Raised in the middle of a stream, so never rendered as an HTTP
+    error (not an `OpenFTError`)."""
+
+
+class FollowerTooSlow(StreamEnded):
+    """The follower fell too far behind its job's feed."""
+
+
+class ServerStopping(StreamEnded):
+    """This server process is shutting down (another one, or its restart, takes over)."""
 
 
 class _End:
@@ -43,8 +52,12 @@ class _TooSlow:
     """What a feed hands a follower it dropped for falling behind."""
 
 
-_END, _TOO_SLOW = _End(), _TooSlow()
-Item = list[Event] | _End | _TooSlow
+class _Stopping:
+    """What every follower is handed when the server shuts down."""
+
+
+_END, _TOO_SLOW, _STOPPING = _End(), _TooSlow(), _Stopping()
+Item = list[Event] | _End | _TooSlow | _Stopping
 
 
 @dataclass(eq=False)
@@ -72,6 +85,8 @@ class LiveEvents:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._followers: set[asyncio.Queue[Item]] = set()
+        self._stopping = False
         db.on_events(self._committed)
 
     # -- wake-ups (from any thread) ----------------------------------------------------
@@ -120,11 +135,14 @@ class LiveEvents:
         ended and all are out; an empty batch when nothing came for `keepalive_seconds`.
         Raises `FollowerTooSlow` when it fell behind."""
         self._listen()
-        queue: asyncio.Queue[Item] = asyncio.Queue(self._queue_batches)
+        queue: asyncio.Queue[Item] = asyncio.Queue(self._queue_batches + 1)
+        self._followers.add(queue)
         feed: _Feed | None = None
         seen = after_seq
         try:
             while True:  # replay from the store until it has nothing more
+                if self._stopping:
+                    raise ServerStopping("This server is shutting down.")
                 found = await self._read(job_id, seen)
                 if found is None:
                     return
@@ -149,17 +167,30 @@ class LiveEvents:
                 if isinstance(item, _End):
                     return
                 if isinstance(item, _TooSlow):
-                    raise FollowerTooSlow(
-                        "This follower fell behind its job's events; reconnect with "
-                        "Last-Event-ID to go on from the last event it received."
-                    )
+                    raise FollowerTooSlow("This follower fell behind its job's events.")
+                if isinstance(item, _Stopping):
+                    raise ServerStopping("This server is shutting down.")
                 fresh = [event for event in item if event.seq > seen]
                 if fresh:
                     seen = fresh[-1].seq
                     yield fresh
         finally:
+            self._followers.discard(queue)
             if feed is not None:
                 feed.followers.discard(queue)
+
+    def stop_streams(self) -> None:
+        """End every follow in this process, so that a shutdown need not wait for
+        streams that never end by themselves. Callable from any thread (a signal)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        self._stopping = True
+        for queue in self._followers:
+            _drain(queue)
+            queue.put_nowait(_STOPPING)
 
     def _listen(self) -> None:
         """On the first follower: hear of other processes' commits from the store."""
