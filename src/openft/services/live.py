@@ -135,7 +135,7 @@ class LiveEvents:
         ended and all are out; an empty batch when nothing came for `keepalive_seconds`.
         Raises `FollowerTooSlow` when it fell behind."""
         self._listen()
-        queue: asyncio.Queue[Item] = asyncio.Queue(self._queue_batches + 1)
+        queue: asyncio.Queue[Item] = asyncio.Queue(self._queue_batches)
         self._followers.add(queue)
         feed: _Feed | None = None
         seen = after_seq
