@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from openft.cli.client import Client
 from openft.testing.server import local_server, openft_command
 
 SAMPLE = [
@@ -64,28 +63,14 @@ def loss_curve(points: list[tuple[int, float]]) -> str:
 
 
 def follow(base: str, key: str, job_id: str) -> None:
-    """Print the job's events as they are committed, oldest first, until it ends: the
-    events endpoint as server-sent events, reconnecting from the last one if need be."""
-    url = f"{base}/v1/fine_tuning/jobs/{job_id}/events?stream=true"
-    last: str | None = None
-    for _attempt in range(5):
-        headers = {"Authorization": f"Bearer {key}"}
-        if last is not None:
-            headers["Last-Event-ID"] = last
-        try:
-            with httpx.stream("GET", url, headers=headers, timeout=None) as response:
-                response.raise_for_status()
-                for line in response.iter_lines():
-                    if line.startswith("id: "):
-                        last = line.removeprefix("id: ")
-                    elif line == "data: [DONE]":
-                        return
-                    elif line.startswith("data: "):
-                        event = json.loads(line.removeprefix("data: "))
-                        print(f"  [{event['level']:5}] {event['message']}")
-        except httpx.TransportError:
-            time.sleep(1)
-    raise SystemExit("lost the event stream of the job")
+    """Print the job's events as they are committed, oldest first, until it ends (the
+    events endpoint as server-sent events, as `openft events --follow` reads it)."""
+    client = Client(f"{base}/v1", key)
+    try:
+        for event in client.follow(job_id):
+            print(f"  [{event['level']:5}] {event['message']}")
+    finally:
+        client.close()
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`openft`: serve the API, manage keys, upgrade the database schema."""
+"""`openft`: serve the API, run workers, manage keys and the database schema (the
+administrator's commands, on the database); and the user's commands, over HTTP."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from openft.cli.user import events as user_events
+from openft.cli.user import files_app, jobs_app
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
 from openft.services.keys import DEFAULT_PROJECT
@@ -32,6 +35,10 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+# The user's commands: HTTP clients of a server's public API.
+app.add_typer(files_app, name="files")
+app.add_typer(jobs_app, name="jobs")
+app.command("events")(user_events)
 
 DataDir = Annotated[
     Path | None,

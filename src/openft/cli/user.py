@@ -1,0 +1,251 @@
+"""`openft files|jobs|events`: the user's commands, an HTTP client of a server's public
+API (see `cli/client.py` for where it points and with which key)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from openft.cli.client import ApiError, Client
+
+files_app = typer.Typer(help="Files on the server.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Fine-tuning jobs on the server.", no_args_is_help=True)
+TERMINAL = ("succeeded", "failed", "cancelled")
+out = Console()
+err = Console(stderr=True)
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(help="The server, e.g. http://host:8000/v1 [env OPENFT_BASE_URL]."),
+]
+ApiKey = Annotated[str | None, typer.Option(help="An API key [env OPENFT_API_KEY].")]
+
+
+@contextmanager
+def _client(url: str | None, key: str | None) -> Iterator[Client]:
+    """A client; any error from the server ends the command as one line, exit code 1."""
+    try:
+        client = Client(url, key)
+        try:
+            yield client
+        finally:
+            client.close()
+    except ApiError as exc:
+        err.print(f"openft: {exc}", markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A table on a terminal; tab-separated lines, never cut, for a script."""
+    cells = [["" if row.get(c) is None else str(row[c]) for c in columns] for row in rows]
+    if not out.is_terminal:
+        for line in [columns, *cells]:
+            print("\t".join(line))
+        return
+    table = Table(*columns, box=None, pad_edge=False)
+    for line in cells:
+        table.add_row(*line)
+    out.print(table)
+
+
+def _upload(client: Client, path: Path, purpose: str) -> dict[str, Any]:
+    with open(path, "rb") as handle:
+        uploaded: dict[str, Any] = client.request(
+            "POST", "/files", files={"file": (path.name, handle)}, data={"purpose": purpose}
+        )
+    return uploaded
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+@files_app.command("upload")
+def files_upload(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file.")],
+    purpose: Annotated[str, typer.Option(help="The file's purpose.")] = "fine-tune",
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Upload a file (validated by the server) and print its id."""
+    with _client(base_url, api_key) as client:
+        uploaded = _upload(client, path, purpose)
+    err.print(f"uploaded {path.name}: {uploaded['bytes']} bytes", highlight=False)
+    print(uploaded["id"])
+
+
+@files_app.command("list")
+def files_list(base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """The project's files, newest first."""
+    with _client(base_url, api_key) as client:
+        rows = list(client.pages("/files"))
+    _table(rows, ["id", "filename", "bytes", "purpose", "created_at"])
+
+
+# -- jobs ------------------------------------------------------------------------------
+
+
+@jobs_app.command("create")
+def jobs_create(
+    model: Annotated[str, typer.Option(help="A base model the server offers.")],
+    training_file: Annotated[
+        str, typer.Option(help="A file id, or a local JSONL path to upload first.")
+    ],
+    validation_file: Annotated[
+        str | None, typer.Option(help="A file id, or a local JSONL path.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: auto).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: auto).")] = None,
+    learning_rate_multiplier: Annotated[
+        float | None, typer.Option(help="Learning-rate multiplier (default: auto).")
+    ] = None,
+    suffix: Annotated[str | None, typer.Option(help="Part of the fine-tuned model's name.")] = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Create a fine-tuning job and print its id."""
+    hyperparameters = {
+        name: value
+        for name, value in (
+            ("n_epochs", n_epochs),
+            ("batch_size", batch_size),
+            ("learning_rate_multiplier", learning_rate_multiplier),
+        )
+        if value is not None
+    }
+    with _client(base_url, api_key) as client:
+
+        def file_id(value: str) -> str:
+            path = Path(value)
+            if not path.is_file():
+                return value
+            uploaded = _upload(client, path, "fine-tune")
+            err.print(f"uploaded {path.name}: {uploaded['id']}", highlight=False)
+            return str(uploaded["id"])
+
+        body: dict[str, Any] = {
+            "model": model,
+            "training_file": file_id(training_file),
+            "method": {"type": method, method: {"hyperparameters": hyperparameters}},
+        }
+        if validation_file is not None:
+            body["validation_file"] = file_id(validation_file)
+        if suffix is not None:
+            body["suffix"] = suffix
+        job = client.request("POST", "/fine_tuning/jobs", json=body)
+    print(job["id"])
+
+
+@jobs_app.command("list")
+def jobs_list(base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """The project's jobs, newest first."""
+    with _client(base_url, api_key) as client:
+        rows = list(client.pages("/fine_tuning/jobs"))
+    _table(rows, ["id", "model", "status", "created_at", "fine_tuned_model"])
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """A job, as JSON."""
+    with _client(base_url, api_key) as client:
+        print(json.dumps(client.request("GET", f"/fine_tuning/jobs/{job_id}"), indent=2))
+
+
+def _control(action: str) -> Callable[..., None]:
+    def command(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+        with _client(base_url, api_key) as client:
+            job = client.request("POST", f"/fine_tuning/jobs/{job_id}/{action}")
+        print(f"{job['id']} {job['status']}")
+
+    command.__doc__ = f"{action.capitalize()} a job (a running one at its next step)."
+    return command
+
+
+for _action in ("cancel", "pause", "resume"):
+    jobs_app.command(_action)(_control(_action))
+
+
+@jobs_app.command("wait")
+def jobs_wait(
+    job_id: str,
+    quiet: Annotated[bool, typer.Option(help="Print only the outcome.")] = False,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Follow a job to its end; exit 0 if it succeeded, 1 otherwise."""
+    with _client(base_url, api_key) as client:
+        _show(client.follow(job_id), quiet=quiet, as_json=False)
+        job = client.request("GET", f"/fine_tuning/jobs/{job_id}")
+    _outcome(job)
+
+
+def events(
+    job_id: str,
+    follow: Annotated[bool, typer.Option(help="Go on as events arrive, to the job's end.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One event per line, as the API sends it.")
+    ] = False,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """A job's events, oldest first; with --follow, live, to the job's end."""
+    with _client(base_url, api_key) as client:
+        if follow:
+            _show(client.follow(job_id), quiet=False, as_json=as_json)
+            return
+        listed = list(client.pages(f"/fine_tuning/jobs/{job_id}/events"))
+        _show(iter(reversed(listed)), quiet=False, as_json=as_json)
+
+
+def _show(stream: Iterator[dict[str, Any]], *, quiet: bool, as_json: bool) -> None:
+    """Print events as they come: status messages as lines, metrics as a progress bar
+    with the step, the latest losses and the time left (as lines when not a terminal)."""
+    if as_json:
+        for event in stream:
+            print(json.dumps(event), flush=True)
+        return
+    bar = out.is_terminal and not quiet
+    progress = Progress(
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeRemainingColumn(),
+        console=out,
+        disable=not bar,
+    )
+    task = progress.add_task("train", total=None, losses="")
+    with progress:
+        for event in stream:
+            data = event.get("data") or {}
+            if event["type"] == "metrics" and bar:
+                losses = f"loss {data.get('train_loss', 0):.3f}"
+                if "valid_loss" in data:
+                    losses += f", valid {data['valid_loss']:.3f}"
+                progress.update(
+                    task, completed=data.get("step"), total=data.get("total_steps"), losses=losses
+                )
+            elif not quiet:
+                level = "" if event["level"] == "info" else f"{event['level']}: "
+                progress.console.print(
+                    f"{level}{event['message']}", markup=False, highlight=False, soft_wrap=True
+                )
+
+
+def _outcome(job: dict[str, Any]) -> None:
+    if job["status"] == "succeeded":
+        print(f"succeeded: {job['fine_tuned_model']}")
+        return
+    error = job.get("error") or {}
+    detail = f": {error['message']}" if error.get("message") else ""
+    print(f"{job['status']}{detail}", file=sys.stderr)
+    raise typer.Exit(code=1)
