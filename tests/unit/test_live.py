@@ -4,37 +4,19 @@ follower that falls behind is dropped and told to reconnect."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from openft.domain.entities import BaseModel, EventDraft, Principal
+from openft.domain.entities import EventDraft, Principal
 from openft.services.container import Services
-from openft.services.jobs import NewJob
 from openft.services.live import FollowerTooSlow, LiveEvents
-from openft.testing import in_memory_services
-from openft.testing.data import chat_file
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    built = in_memory_services(tmp_path, [BaseModel("tiny", "/nowhere")])
-    yield built
-    built.close()
-
-
-def queued(services: Services, principal: Principal) -> str:
-    train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(12)]).id
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
-    services.jobs.validate(job.id)
-    return job.id
+from openft.testing import queued_job
 
 
 async def test_one_feed_serves_every_follower_of_a_job(
     services: Services, principal: Principal
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     live = LiveEvents(services.db, poll_seconds=30, keepalive_seconds=30)
     followers = [live.follow(job_id, 0) for _ in range(3)]
     for follower in followers:
@@ -56,7 +38,7 @@ async def test_one_feed_serves_every_follower_of_a_job(
 async def test_a_follower_that_cannot_keep_up_is_told_to_reconnect(
     services: Services, principal: Principal
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     live = LiveEvents(services.db, poll_seconds=30, keepalive_seconds=30, queue_batches=2)
     follower = live.follow(job_id, 0)
     await anext(follower)

@@ -3,13 +3,9 @@ on a clock the test moves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from openft.domain.entities import (
-    BaseModel,
     Control,
     EventDraft,
     JobError,
@@ -18,41 +14,8 @@ from openft.domain.entities import (
 )
 from openft.domain.errors import InvalidTransition, LeaseLost
 from openft.services.container import Services
-from openft.services.jobs import NewJob
-from openft.testing import in_memory_services
-from openft.testing.data import chat_file
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
-    built = in_memory_services(
-        tmp_path, [BaseModel("tiny", "/nowhere")], clock, heartbeat_timeout_seconds=60
-    )
-    yield built
-    built.close()
-
-
-# `principal` (tests/conftest.py) is a key of project "acme" on these services.
-
-
-def queued(services: Services, principal: Principal) -> str:
-    train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(12)]).id
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
-    services.jobs.validate(job.id)
-    return job.id
+from openft.testing import queued_job
+from tests.unit.conftest import Clock
 
 
 def messages(services: Services, principal: Principal, job_id: str) -> list[str]:
@@ -62,7 +25,7 @@ def messages(services: Services, principal: Principal, job_id: str) -> list[str]
 def test_a_queued_job_pauses_resumes_and_cancels_at_once(
     services: Services, principal: Principal, clock: Clock
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     assert services.jobs.pause(principal, job_id).status is JobStatus.PAUSED
     with pytest.raises(InvalidTransition, match="Cannot pause"):
         services.jobs.pause(principal, job_id)
@@ -80,7 +43,7 @@ def test_a_queued_job_pauses_resumes_and_cancels_at_once(
 def test_a_running_job_is_asked_and_its_worker_decides(
     services: Services, principal: Principal
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     assert services.worker.claim("w1") is not None
     paused = services.jobs.pause(principal, job_id)
     assert paused.status is JobStatus.RUNNING and paused.control is Control.PAUSE
@@ -95,7 +58,7 @@ def test_a_running_job_is_asked_and_its_worker_decides(
 def test_a_silent_worker_loses_its_job_and_cannot_write_into_it(
     services: Services, principal: Principal, clock: Clock
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     assert services.worker.claim("w1") is not None
     clock.now += 30
     assert services.worker.recover_stale() == 0  # heard from recently enough
@@ -115,7 +78,7 @@ def test_a_silent_worker_loses_its_job_and_cannot_write_into_it(
 def test_the_last_allowed_attempt_fails_the_job(
     services: Services, principal: Principal, clock: Clock
 ) -> None:
-    job_id = queued(services, principal)
+    job_id = queued_job(services, principal)
     for attempt in range(3):
         assert services.worker.claim(f"w{attempt}") is not None
         clock.now += 61

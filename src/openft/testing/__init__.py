@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from openft.cli.wiring import build_services
-from openft.domain.entities import BaseModel
+from openft.domain.entities import BaseModel, Principal
 from openft.services.clock import Clock, system_clock
 from openft.services.container import Services
+from openft.services.jobs import NewJob
 from openft.settings import Settings
+from openft.testing.data import chat_file
 
 MEMORY_DATABASE = "sqlite://"
 
@@ -24,3 +26,11 @@ def in_memory_services(
     on `clock`'s time, with any other `Settings` given."""
     configured = Settings(data_dir=data_dir, database_url=MEMORY_DATABASE, **settings)
     return build_services(configured, base_models, clock)
+
+
+def queued_job(services: Services, principal: Principal, model: str = "tiny") -> str:
+    """A job of `principal`'s on a valid 12-example chat file, validated: queued."""
+    train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(12)]).id
+    job = services.jobs.create(principal, NewJob(model=model, training_file=train))
+    services.jobs.validate(job.id)
+    return job.id
