@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # sends a keep-alive comment.
     stream_poll_seconds: float = Field(default=1.0, gt=0)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # Webhook deliveries: how often each server looks for due ones, and the first wait
+    # before a failed one is tried again (doubling each time, at most an hour).
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    webhook_retry_seconds: float = Field(default=2.0, gt=0)
     # How long a process trusts a key it verified: a revoked key works at most this long.
     key_cache_seconds: float = Field(default=10.0, ge=0)
     # OpenAI requires at least 10 training examples; smaller files fail validation.

@@ -22,6 +22,8 @@ from openft.domain.entities import (
     ModelInfo,
     Page,
     StoredFile,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 
@@ -287,3 +289,64 @@ def checkpoints_list(page: Page[Checkpoint]) -> ListFineTuningJobCheckpointsResp
 
 def models_list(models: Sequence[ModelInfo]) -> ListModelsResponse:
     return {"object": "list", "data": [model_json(m) for m in models]}
+
+
+# -- webhooks (openft's own API: OpenAI configures them in its dashboard) ----------------
+
+
+class WebhookEndpointObject(TypedDict):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    created_at: int
+    # Shown when the endpoint is created, and to the project's keys after: receivers
+    # need it to verify signatures.
+    secret: str
+
+
+class WebhookDeliveryObject(TypedDict):
+    id: str  # the event's id: `webhook-id`
+    object: Literal["webhook_delivery"]
+    type: str
+    job_id: str
+    created_at: int
+    attempts: int
+    delivered_at: int | None
+    next_attempt_at: int | None
+    last_status: int | None
+    last_error: str | None
+
+
+class ListWebhookEndpoints(TypedDict):
+    object: Literal["list"]
+    data: list[WebhookEndpointObject]
+
+
+class ListWebhookDeliveries(TypedDict):
+    object: Literal["list"]
+    data: list[WebhookDeliveryObject]
+
+
+def webhook_json(endpoint: WebhookEndpoint) -> WebhookEndpointObject:
+    return {
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "url": endpoint.url,
+        "created_at": endpoint.created_at,
+        "secret": endpoint.secret,
+    }
+
+
+def delivery_json(delivery: WebhookDelivery) -> WebhookDeliveryObject:
+    return {
+        "id": delivery.event_id,
+        "object": "webhook_delivery",
+        "type": delivery.type,
+        "job_id": delivery.job_id,
+        "created_at": delivery.created_at,
+        "attempts": delivery.attempts,
+        "delivered_at": delivery.delivered_at,
+        "next_attempt_at": delivery.next_attempt_at,
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+    }

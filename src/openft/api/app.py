@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import openft
 from openft.api.errors import install_error_handlers
 from openft.api.middleware import RefuseNul, RequestIdMiddleware
-from openft.api.routes import files, health, jobs, models, worker
+from openft.api.routes import files, health, jobs, models, webhooks, worker
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,17 @@ def _maintenance_loop(services: Services, every_seconds: int, stop: threading.Ev
             log.exception("maintenance sweep failed")
 
 
+def _webhook_loop(services: Services, every_seconds: float, stop: threading.Event) -> None:
+    """Send due webhook deliveries. Any number of replicas may run this: each takes its
+    deliveries under a lease."""
+    while not stop.wait(every_seconds):
+        try:
+            while services.webhooks.deliver_due() and not stop.is_set():
+                pass  # a full batch: there may be more due
+        except Exception:  # the loop must outlive a failing database; it retries next tick
+            log.exception("webhook delivery sweep failed")
+
+
 Background = Callable[[threading.Event], None]
 
 
@@ -37,6 +48,7 @@ def create_app(
     services: Services,
     *,
     revalidate_every_seconds: int = 30,
+    webhook_every_seconds: float = 1.0,
     background: Sequence[Background] = (),
 ) -> FastAPI:
     """The app; `background` tasks (the embedded worker) run in threads while it serves
@@ -47,6 +59,7 @@ def create_app(
         stop = threading.Event()
         tasks = [
             lambda stop: _maintenance_loop(services, revalidate_every_seconds, stop),
+            lambda stop: _webhook_loop(services, webhook_every_seconds, stop),
             *background,
         ]
         threads = [
@@ -74,6 +87,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RefuseNul)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
-    for module in (health, files, jobs, models, worker):
+    for module in (health, files, jobs, models, webhooks, worker):
         app.include_router(module.router)
     return app

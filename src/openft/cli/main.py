@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from openft.cli.user import events as user_events
-from openft.cli.user import files_app, jobs_app
+from openft.cli.user import files_app, jobs_app, webhooks_app
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
 from openft.services.keys import DEFAULT_PROJECT
@@ -38,6 +38,7 @@ app.add_typer(db_app, name="db")
 # The user's commands: HTTP clients of a server's public API.
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("events")(user_events)
 
 DataDir = Annotated[
@@ -116,7 +117,10 @@ def serve(
             )
         )
     api = create_app(
-        services, revalidate_every_seconds=settings.revalidate_after_seconds, background=background
+        services,
+        revalidate_every_seconds=settings.revalidate_after_seconds,
+        webhook_every_seconds=settings.webhook_poll_seconds,
+        background=background,
     )
     try:
         config = uvicorn.Config(

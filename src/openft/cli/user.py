@@ -249,3 +249,45 @@ def _outcome(job: dict[str, Any]) -> None:
     detail = f": {error['message']}" if error.get("message") else ""
     print(f"{job['status']}{detail}", file=sys.stderr)
     raise typer.Exit(code=1)
+
+
+# -- webhooks --------------------------------------------------------------------------
+
+webhooks_app = typer.Typer(help="Webhook endpoints of your project.", no_args_is_help=True)
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="The http(s) URL to post events to.")],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Add an endpoint: terminal transitions of your jobs are posted to it, signed.
+    Prints its id and its signing secret (whsec_…) for the receiver."""
+    with _client(base_url, api_key) as client:
+        endpoint = client.request("POST", "/webhooks", json={"url": url})
+    print(f"{endpoint['id']}\t{endpoint['secret']}")
+
+
+@webhooks_app.command("list")
+def webhooks_list(base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """Your project's endpoints."""
+    with _client(base_url, api_key) as client:
+        rows = client.request("GET", "/webhooks")["data"]
+    _table(rows, ["id", "url", "created_at", "secret"])
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(webhook_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """Remove an endpoint (and its pending deliveries)."""
+    with _client(base_url, api_key) as client:
+        client.request("DELETE", f"/webhooks/{webhook_id}")
+    print(f"{webhook_id} removed")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(webhook_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """An endpoint's latest deliveries, newest first, with their attempts."""
+    with _client(base_url, api_key) as client:
+        rows = client.request("GET", f"/webhooks/{webhook_id}/deliveries")["data"]
+    _table(rows, ["id", "type", "job_id", "attempts", "delivered_at", "last_status", "last_error"])

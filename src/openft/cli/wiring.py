@@ -13,6 +13,7 @@ from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
 from openft.services.models import ModelService
+from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
 from openft.settings import Settings
 from openft.store.database import Database, make_engine, sqlite_url
@@ -74,4 +75,5 @@ def build_services(
             keep_checkpoints=settings.keep_checkpoints,
             clock=clock,
         ),
+        webhooks=WebhookService(db, retry_base_seconds=settings.webhook_retry_seconds, clock=clock),
     )

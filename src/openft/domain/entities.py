@@ -92,6 +92,31 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    id: str
+    project_id: str
+    url: str
+    secret: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One event for one endpoint, and how its delivery went so far."""
+
+    event_id: str
+    type: str
+    job_id: str
+    created_at: int
+    payload: str
+    attempts: int
+    next_attempt_at: int | None  # None: delivered, or given up
+    delivered_at: int | None
+    last_status: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StoredFile:
     id: str
     project_id: str

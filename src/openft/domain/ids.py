@@ -54,6 +54,14 @@ def new_api_key() -> str:
     return KEY_PREFIX + random_token(40)
 
 
+def new_webhook_id() -> str:
+    return "we_" + random_token()
+
+
+def new_webhook_event_id() -> str:
+    return "evt_" + random_token()
+
+
 def new_key_id() -> str:
     """The public name of an API key (the key itself is shown once, then only hashed)."""
     return KEY_ID_PREFIX + random_token()

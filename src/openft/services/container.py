@@ -11,6 +11,7 @@ from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
 from openft.services.models import ModelService
+from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
 from openft.store.interface import Store
 
@@ -26,6 +27,7 @@ class Services:
     models: ModelService
     checkpoints: CheckpointService
     worker: WorkerService
+    webhooks: WebhookService
 
     def check_health(self) -> None:
         """Raise unless the database answers."""
@@ -33,4 +35,5 @@ class Services:
             tx.ping()
 
     def close(self) -> None:
+        self.webhooks.close()
         self.db.dispose()

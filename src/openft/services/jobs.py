@@ -33,6 +33,7 @@ from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FINE_TUNE, FileService
 from openft.services.models import ModelService
+from openft.services.webhooks import queue_terminal
 from openft.store.interface import Store, Transaction
 
 S = JobStatus
@@ -211,6 +212,7 @@ class JobService:
             ):
                 return None
             tx.append_events(job_id, [draft], now)
+            queue_terminal(tx, job.project_id, job_id, to, now)
             return tx.get_job(job_id)
 
     def validate_stale(self, older_than_seconds: int, limit: int = 100) -> int:
@@ -239,6 +241,7 @@ class JobService:
             if isinstance(change, Move):
                 ensure_move(job.id, job.status, change.status, action)
                 tx.move_job(job_id, now, expect=frozenset({job.status}), to=change.status)
+                queue_terminal(tx, job.project_id, job_id, change.status, now)
             else:
                 tx.set_control(job_id, now, expect=job.status, control=change.control)
             tx.append_events(job_id, [draft], now)

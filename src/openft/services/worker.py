@@ -36,6 +36,7 @@ from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FileService
 from openft.services.models import ModelService
+from openft.services.webhooks import queue_terminal
 from openft.store.interface import Store, Transaction
 
 S = JobStatus
@@ -123,6 +124,7 @@ class WorkerService:
         if not tx.end_lease(job.id, worker_id, now, outcome):
             raise _lease_lost(job, worker_id)
         tx.append_events(job.id, drafts, now)
+        queue_terminal(tx, job.project_id, job.id, outcome.status, now)
         ended = tx.get_job(job.id)
         assert ended is not None
         return ended

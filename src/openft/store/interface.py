@@ -32,6 +32,8 @@ from openft.domain.entities import (
     Page,
     Project,
     StoredFile,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 
 
@@ -227,6 +229,51 @@ class Transaction(ABC):
     @abstractmethod
     def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
         """Delete all but the job's `keep` newest checkpoints; the ids of those deleted."""
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_webhook(self, endpoint: WebhookEndpoint) -> None: ...
+
+    @abstractmethod
+    def list_webhooks(self, project_id: str) -> list[WebhookEndpoint]: ...
+
+    @abstractmethod
+    def delete_webhook(self, project_id: str, endpoint_id: str) -> bool:
+        """Delete the endpoint and its deliveries; whether it was the project's."""
+
+    @abstractmethod
+    def queue_webhook_event(
+        self, project_id: str, event_id: str, event_type: str, job_id: str, body: str, now: int
+    ) -> None:
+        """Put the event in the outbox of every endpoint of the project, due now."""
+
+    @abstractmethod
+    def claim_webhook_deliveries(
+        self, now: int, lease_until: int, limit: int
+    ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
+        """Take deliveries that are due, holding them until `lease_until`: no other sender
+        takes them meanwhile, and a sender that dies leaves them due again then."""
+
+    @abstractmethod
+    def record_webhook_attempt(
+        self,
+        event_id: str,
+        endpoint_id: str,
+        now: int,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: int | None,
+    ) -> None:
+        """How a try went; `next_attempt_at` None: no more tries (delivered, or given up)."""
+
+    @abstractmethod
+    def list_webhook_deliveries(
+        self, project_id: str, endpoint_id: str
+    ) -> list[WebhookDelivery] | None:
+        """The endpoint's latest deliveries, newest first; None if not the project's."""
 
     @abstractmethod
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:

@@ -136,3 +136,40 @@ job_events = Table(
     Column("data", Text),
     sqlite_with_rowid=False,
 )
+
+# Per project: where terminal transitions of its jobs are posted, signed with `secret`.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "project_id", "pk"),
+)
+
+# The outbox: one row per event and endpoint, written in the transaction of the job's
+# terminal transition, sent (and retried) by the delivery loop.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column(
+        "endpoint_pk", PK, ForeignKey("webhook_endpoints.pk", ondelete="CASCADE"), nullable=False
+    ),
+    Column("event_id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("job_id", String(40), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    # When it may be sent (again); NULL once delivered, or given up.
+    Column("next_attempt_at", BigInteger),
+    Column("delivered_at", BigInteger),
+    Column("last_status", Integer),
+    Column("last_error", String(500)),
+    Index(None, "next_attempt_at"),
+    Index(None, "endpoint_pk", "pk"),
+)

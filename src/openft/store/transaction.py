@@ -11,12 +11,19 @@ from openft.store.files import FileQueries
 from openft.store.interface import Transaction
 from openft.store.jobs import JobQueries
 from openft.store.keys import KeyQueries
+from openft.store.webhooks import WebhookQueries
 
 _PING = text("SELECT 1")
 
 
 class SqlTransaction(
-    KeyQueries, FileQueries, JobQueries, EventQueries, CheckpointQueries, Transaction
+    KeyQueries,
+    FileQueries,
+    JobQueries,
+    EventQueries,
+    CheckpointQueries,
+    WebhookQueries,
+    Transaction,
 ):
     def __init__(self, conn: Connection, *, notify: bool = False) -> None:
         self._conn = conn

@@ -1,0 +1,181 @@
+"""Webhooks: terminal transitions posted to a receiver on loopback, signed so that the
+official SDK's `unwrap` verifies them, once each, and retried until a 2xx."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from openai.types.webhooks import (
+    FineTuningJobCancelledWebhookEvent,
+    FineTuningJobFailedWebhookEvent,
+    FineTuningJobSucceededWebhookEvent,
+)
+
+from openft.testing.data import preference_file
+from openft.testing.server import Server, running_server, wait_until
+from tests.acceptance.helpers import queued_job, wait_for_status
+
+FAST_DELIVERY = {"OPENFT_WEBHOOK_POLL_SECONDS": "0.2", "OPENFT_WEBHOOK_RETRY_SECONDS": "0.5"}
+
+
+@dataclass
+class Receiver:
+    """An HTTP endpoint that records what it is sent, failing the first `failures`."""
+
+    failures: int = 0
+    received: list[tuple[dict[str, str], str]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+
+    def serve(self) -> ThreadingHTTPServer:
+        return self.serve_on(0)
+
+    def serve_on(self, port: int) -> ThreadingHTTPServer:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"])).decode()
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = 500 if len(receiver.received) <= receiver.failures else 204
+                receiver.answered.append(status)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+@pytest.fixture
+def hooked(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    with running_server(database_url, tmp_path, "tiny=/nonexistent/tiny", env=FAST_DELIVERY) as s:
+        yield s
+
+
+JobEvent = (
+    FineTuningJobSucceededWebhookEvent
+    | FineTuningJobFailedWebhookEvent
+    | FineTuningJobCancelledWebhookEvent
+)
+
+
+def unwrap(client: OpenAI, body: str, headers: dict[str, str], secret: str) -> JobEvent:
+    """The delivery, verified and parsed by the official SDK."""
+    event = client.webhooks.unwrap(body, headers, secret=secret)
+    assert isinstance(event, JobEvent), event
+    return event
+
+
+def deliveries(server: Server, endpoint_id: str) -> list[dict[str, str]]:
+    header, *rows = openft(server, "webhooks", "deliveries", endpoint_id).splitlines()
+    return [dict(zip(header.split("\t"), row.split("\t"), strict=True)) for row in rows]
+
+
+def openft(server: Server, *args: str) -> str:
+    env = {**os.environ, "OPENFT_BASE_URL": server.base_url, "OPENFT_API_KEY": server.key}
+    done = subprocess.run(
+        [sys.executable, "-m", "openft.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_terminal_transitions_are_posted_signed_once_each(hooked: Server) -> None:
+    receiver = Receiver()
+    http = receiver.serve()
+    try:
+        url = f"http://127.0.0.1:{http.server_address[1]}/hooks"
+        endpoint_id, secret = openft(hooked, "webhooks", "add", url).split()
+        assert endpoint_id.startswith("we_") and secret.startswith("whsec_")
+        assert endpoint_id in openft(hooked, "webhooks", "list")
+        client = OpenAI(base_url=hooked.base_url, api_key=hooked.key, max_retries=0)
+        cancelled = queued_job(client)
+        client.fine_tuning.jobs.cancel(cancelled.id)
+        wrong = client.files.create(file=("p.jsonl", preference_file(12)), purpose="fine-tune")
+        failed = client.fine_tuning.jobs.create(model="tiny", training_file=wrong.id)
+        wait_for_status(client, failed.id, "failed")
+        wait_until(lambda: len(receiver.received) >= 2, 15, 0.1, "two deliveries")
+
+        events = {}
+        for headers, body in receiver.received:
+            event = unwrap(client, body, headers, secret)
+            assert headers["webhook-id"] == event.id and event.id.startswith("evt_")
+            assert json.loads(body)["object"] == "event"
+            events[event.data.id] = event.type
+        assert events == {
+            cancelled.id: "fine_tuning.job.cancelled",
+            failed.id: "fine_tuning.job.failed",
+        }
+        with pytest.raises(Exception, match="signature"):
+            client.webhooks.unwrap(body, headers, secret="whsec_" + "A" * 44)
+        listed = deliveries(hooked, endpoint_id)
+        assert sorted(d["job_id"] for d in listed) == sorted([cancelled.id, failed.id])
+        assert all(d["attempts"] == "1" and d["last_status"] == "204" for d in listed)
+        threading.Event().wait(2)  # nothing more comes: once each
+        assert len(receiver.received) == 2
+    finally:
+        http.shutdown()
+
+
+def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try(hooked: Server) -> None:
+    receiver = Receiver(failures=2)
+    http = receiver.serve()
+    try:
+        url = f"http://127.0.0.1:{http.server_address[1]}/"
+        endpoint_id, secret = openft(hooked, "webhooks", "add", url).split()
+        client = OpenAI(base_url=hooked.base_url, api_key=hooked.key, max_retries=0)
+        job = queued_job(client)
+        client.fine_tuning.jobs.cancel(job.id)
+        wait_until(lambda: 204 in receiver.answered, 30, 0.1, "the third try")
+        assert receiver.answered == [500, 500, 204]
+        ids = {headers["webhook-id"] for headers, _body in receiver.received}
+        assert len(ids) == 1  # the same event each time
+        headers, body = receiver.received[-1]
+        assert unwrap(client, body, headers, secret).data.id == job.id
+        (delivery,) = deliveries(hooked, endpoint_id)
+        assert delivery["attempts"] == "3" and delivery["last_status"] == "204"
+        assert delivery["delivered_at"] and not delivery["last_error"]
+    finally:
+        http.shutdown()
+
+
+def test_a_pending_delivery_survives_a_restart(database_url: str, tmp_path: Path) -> None:
+    receiver = Receiver()
+    with running_server(database_url, tmp_path, "tiny=/x", env=FAST_DELIVERY) as first:
+        http = receiver.serve()
+        receiver_port = http.server_address[1]
+        http.shutdown()
+        http.server_close()  # nobody answers there now: the delivery fails and waits
+        url = f"http://127.0.0.1:{receiver_port}/"
+        endpoint_id, secret = openft(first, "webhooks", "add", url).split()
+        client = OpenAI(base_url=first.base_url, api_key=first.key, max_retries=0)
+        job = queued_job(client)
+        client.fine_tuning.jobs.cancel(job.id)
+        wait_until(lambda: deliveries(first, endpoint_id)[0]["attempts"] != "0", 15, 0.2, "a try")
+    assert receiver.received == []
+    http = receiver.serve_on(receiver_port)
+    try:
+        with running_server(database_url, tmp_path, "tiny=/x", env=FAST_DELIVERY) as second:
+            wait_until(lambda: receiver.received, 30, 0.2, "the delivery after the restart")
+            client = OpenAI(base_url=second.base_url, api_key=second.key, max_retries=0)
+            headers, body = receiver.received[0]
+            assert unwrap(client, body, headers, secret).data.id == job.id
+    finally:
+        http.shutdown()
