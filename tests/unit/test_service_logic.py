@@ -3,8 +3,11 @@ on a clock the test moves."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from openft import archives
 from openft.domain.entities import (
     Control,
     EventDraft,
@@ -86,3 +89,29 @@ def test_the_last_allowed_attempt_fails_the_job(
     job = services.jobs.get(principal, job_id)
     assert job.status is JobStatus.FAILED and job.error is not None
     assert job.error.code == "worker_lost" and job.finished_at == clock.now
+
+
+def test_every_way_a_job_ends_queues_its_webhook_event_once(
+    services: Services, principal: Principal, tmp_path: Path
+) -> None:
+    endpoint = services.webhooks.add(principal, "http://127.0.0.1:9/hooks")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    archive = archives.pack(adapter, tmp_path / "adapter.tar.gz").read_bytes()
+    succeeded, failed, cancelled, stopped = (queued_job(services, principal) for _ in range(4))
+    services.jobs.cancel(principal, cancelled)  # queued: at once
+    for job_id in (succeeded, failed, stopped):
+        assignment = services.worker.claim(f"w-{job_id}")
+        assert assignment is not None and assignment.job.id == job_id
+    services.worker.complete(succeeded, f"w-{succeeded}", trained_tokens=1, adapter=[archive])
+    services.worker.fail(failed, f"w-{failed}", JobError("x", "broke"))
+    services.jobs.cancel(principal, stopped)  # running: the worker stops it
+    services.worker.stopped(stopped, f"w-{stopped}")
+    queued = {d.job_id: d.type for d in services.webhooks.deliveries(principal, endpoint.id)}
+    assert queued == {
+        succeeded: "fine_tuning.job.succeeded",
+        failed: "fine_tuning.job.failed",
+        cancelled: "fine_tuning.job.cancelled",
+        stopped: "fine_tuning.job.cancelled",
+    }
