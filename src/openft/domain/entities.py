@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from openft.domain.ids import event_id
+from openft.domain.ids import event_id, parse_event_id
 
 Auto = Literal["auto"]
 JsonObject = dict[str, Any]
@@ -230,6 +230,14 @@ class EventLog:
     last_seq: int
     project_id: str
     status: JobStatus
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The sequence number of `event_id` if it is an event of this log, else None.
+        Sequence numbers are gap-free from 1, so the range check is an existence check."""
+        parsed = parse_event_id(event_id)
+        if parsed is None or parsed[0] != self.event_key or parsed[1] > self.last_seq:
+            return None
+        return parsed[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ class EventService:
         parsed = parse_event_id(after) if after is not None else None
         with self._db.read() as tx:
             found = tx.read_events(job_id, before_seq=parsed[1] if parsed else None, limit=limit)
-        return _checked(found, principal, job_id, after, parsed)
+        return _checked(found, principal, job_id, after)
 
     async def list_async(
         self,
@@ -61,7 +61,7 @@ class EventService:
         found = await self._db.read_events_async(
             job_id, before_seq=parsed[1] if parsed else None, limit=limit
         )
-        return _checked(found, principal, job_id, after, parsed)
+        return _checked(found, principal, job_id, after)
 
 
 def _checked(
@@ -69,7 +69,6 @@ def _checked(
     principal: Principal,
     job_id: str,
     after: str | None,
-    parsed: tuple[str, int] | None,
 ) -> Page[Event]:
     """The page `list` read, once the job is the principal's and the cursor is one of its
     events. The job's log and the page come from one statement: the cursor is checked
@@ -77,10 +76,7 @@ def _checked(
     if found is None or found[0].project_id != principal.project_id:
         raise job_not_found(job_id)
     log, page = found
-    # Sequence numbers are gap-free from 1, so the range check is an existence check.
-    if after is not None and (
-        parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq
-    ):
+    if after is not None and log.seq_of(after) is None:
         raise InvalidCursor(
             f"Invalid 'after': {after!r} is not an event of fine-tuning job {job_id}.",
             param="after",

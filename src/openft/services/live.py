@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from openft.domain.entities import Event, EventLog, Page, Principal
 from openft.domain.errors import InvalidCursor
-from openft.domain.ids import parse_event_id
 from openft.domain.status import TERMINAL
 from openft.services.events import job_not_found
 from openft.store.interface import Store
@@ -104,10 +103,10 @@ class LiveEvents:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def _read(self, job_id: str, after_seq: int) -> Read:
+    async def _read(self, job_id: str, after_seq: int, limit: int = BATCH) -> Read:
         def read() -> Read:
             with self._db.read() as tx:
-                return tx.read_events_since(job_id, after_seq=after_seq, limit=BATCH)
+                return tx.read_events_since(job_id, after_seq=after_seq, limit=limit)
 
         # SQLite answers faster than a thread hop costs; a network database waits.
         return read() if self._db.inline_reads else await asyncio.to_thread(read)
@@ -115,20 +114,19 @@ class LiveEvents:
     async def start(self, principal: Principal, job_id: str, last_event_id: str | None) -> int:
         """Check that the follower may follow (its job, its cursor) before a byte of the
         stream goes out; the sequence number it has seen up to (0: none)."""
-        parsed = parse_event_id(last_event_id) if last_event_id is not None else None
-        found = await self._read(job_id, 0)
+        found = await self._read(job_id, 0, limit=0)  # the job's log, not its events
         if found is None or found[0].project_id != principal.project_id:
             raise job_not_found(job_id)
-        log = found[0]
         if last_event_id is None:
             return 0
-        if parsed is None or parsed[0] != log.event_key or parsed[1] > log.last_seq:
+        seen = found[0].seq_of(last_event_id)
+        if seen is None:
             raise InvalidCursor(
                 f"Invalid Last-Event-ID {last_event_id!r}: not an event of fine-tuning job "
                 f"{job_id}.",
                 param="Last-Event-ID",
             )
-        return parsed[1]
+        return seen
 
     async def follow(self, job_id: str, after_seq: int) -> AsyncIterator[list[Event]]:
         """The job's events after `after_seq`, oldest first, in batches, until the job has

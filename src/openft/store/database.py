@@ -97,8 +97,8 @@ class Database(Store):
         """`notify`: whether a commit that appended events tells other processes'
         followers (PostgreSQL); off only to measure what that costs (bench/)."""
         self.engine = engine
-        self._notify = notify and engine.dialect.name == "postgresql"
         self.dialect = engine.dialect.name
+        self._notify = notify and self.dialect == "postgresql"
         # SQLite reads in WAL mode take no lock a writer holds and run in tens of
         # microseconds, less than a hop to a worker thread costs; the API runs them on
         # its event loop. PostgreSQL reads wait on a network, so they go to threads
@@ -149,13 +149,16 @@ class Database(Store):
             await self._page_pool(), job_id, before_seq=before_seq, limit=limit
         )
 
+    def _libpq_url(self) -> str:
+        """The database's URL as psycopg itself takes it (for its async connections)."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     async def _page_pool(self) -> AsyncConnectionPool[Any]:
         if self._pages is None:
             async with self._pages_lock:
                 if self._pages is None:
-                    url = self.engine.url.set(drivername="postgresql")
                     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                        url.render_as_string(hide_password=False),
+                        self._libpq_url(),
                         # Autocommit: a page is one statement, a snapshot by itself.
                         kwargs={"autocommit": True},
                         min_size=1,
@@ -170,7 +173,7 @@ class Database(Store):
         if self.dialect != "postgresql":
             await super().watch_events(on_events)
             return
-        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        url = self._libpq_url()
         delay = 0.5
         while True:  # until cancelled; a lost connection is opened again
             try:
