@@ -6,6 +6,7 @@ from them. Nothing is read at import time: the CLI builds a `Settings` when a co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     # A job keeps its newest checkpoints only (OpenAI: those of the last three epochs).
     keep_checkpoints: int = Field(default=3, ge=1)
+    # Chat completions: "local" runs models in this process (transformers + peft, the
+    # train extra), "vllm" forwards to the vLLM server at `vllm_url`, "none" answers 503.
+    serve_engine: Literal["local", "vllm", "none"] = "local"
+    # The local engine unloads least recently used adapters and base models beyond this.
+    serve_memory_mb: int = Field(default=16384, ge=1)
+    vllm_url: str | None = None
     # Worker side (the embedded worker of `serve`, and `openft worker`):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     checkpoint_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch

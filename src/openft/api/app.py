@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import openft
 from openft.api.errors import install_error_handlers
 from openft.api.middleware import RefuseNul, RequestIdMiddleware
-from openft.api.routes import files, health, jobs, models, webhooks, worker
+from openft.api.routes import chat, files, health, jobs, models, webhooks, worker
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ def create_app(
             for thread in threads:
                 thread.join(timeout=15)
             await services.live.aclose()
+            await services.inference.aclose()
             await services.db.aclose()
 
     app = FastAPI(
@@ -87,6 +88,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RefuseNul)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
-    for module in (health, files, jobs, models, webhooks, worker):
+    for module in (health, files, jobs, models, chat, webhooks, worker):
         app.include_router(module.router)
     return app

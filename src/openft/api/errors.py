@@ -34,6 +34,7 @@ _DESCRIPTIONS = {
     409: "The worker no longer holds the job",
     413: "An upload over the server's limit",
     422: "A parameter of the wrong type or out of range",
+    503: "The model cannot be run on this server now",
 }
 
 

@@ -146,3 +146,26 @@ class CreateJobRequest(Strict):
     seed: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
     metadata: MetadataMap | None = None
     integrations: list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The parameters openft reads; others are kept (`model_extra`) so that the service
+    can refuse what it cannot honour and ignore what does not change the answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[Any]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None

@@ -9,13 +9,16 @@ from openft.services.clock import Clock, system_clock
 from openft.services.container import Services
 from openft.services.events import EventService
 from openft.services.files import FileService
+from openft.services.inference import InferenceService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
 from openft.services.models import ModelService
 from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
-from openft.settings import Settings
+from openft.serving.interface import Engine, NoEngine
+from openft.serving.local import LocalEngine
+from openft.settings import MiB, Settings
 from openft.store.database import Database, make_engine, sqlite_url
 from openft.store.local_blobs import LocalBlobs
 from openft.store.migrate import ensure_schema
@@ -36,6 +39,12 @@ def runner_settings(settings: Settings) -> RunnerSettings:
     )
 
 
+def inference_engine(settings: Settings) -> Engine:
+    if settings.serve_engine == "none":
+        return NoEngine("it was started with OPENFT_SERVE_ENGINE=none.")
+    return LocalEngine(settings.serve_memory_mb * MiB)
+
+
 def build_services(
     settings: Settings, base_models: list[BaseModel] | None = None, clock: Clock = system_clock
 ) -> Services:
@@ -51,7 +60,8 @@ def build_services(
     files = FileService(db, blobs, settings.max_upload_bytes, clock)
     if base_models is None:
         base_models = settings.base_models()
-    models = ModelService(db, base_models, clock())
+    artifacts = Artifacts(blobs)
+    models = ModelService(db, base_models, clock(), artifacts, clock)
     return Services(
         db=db,
         keys=KeyService(db, clock, settings.key_cache_seconds),
@@ -64,12 +74,13 @@ def build_services(
             keepalive_seconds=settings.stream_keepalive_seconds,
         ),
         models=models,
+        inference=InferenceService(models, inference_engine(settings)),
         checkpoints=CheckpointService(db),
         worker=WorkerService(
             db,
             files,
             models,
-            Artifacts(blobs),
+            artifacts,
             heartbeat_timeout=settings.heartbeat_timeout_seconds,
             max_attempts=settings.max_attempts,
             keep_checkpoints=settings.keep_checkpoints,

@@ -323,6 +323,16 @@ class BaseModel:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model a chat completion can run on: a base model, with the LoRA adapter of a
+    fine-tuned model or checkpoint on top (a local directory of peft's files), or none."""
+
+    name: str
+    base: BaseModel
+    adapter: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Blob:
     """Stored bytes opened for reading: their length, and the bytes in chunks (read once)."""
 

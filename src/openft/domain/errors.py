@@ -11,6 +11,7 @@ OpenFTError
  ├── LeaseLost               409  the worker no longer holds the job it reports into
  ├── PayloadTooLarge         413  an upload over the configured size limit
  ├── StoreUnavailable        503  the database cannot be reached: retry later
+ ├── ModelUnavailable        503  this server cannot load or run the model asked for
  └── SchemaMismatch          500  the database schema is not the one this code knows"""
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ class StoreUnavailable(OpenFTError):
     status_code = 503
     error_type = "server_error"
     default_code = "store_unavailable"
+
+
+class ModelUnavailable(OpenFTError):
+    """The model exists but this server cannot run it (no engine, or loading failed)."""
+
+    status_code = 503
+    error_type = "server_error"
+    default_code = "model_unavailable"
 
 
 class SchemaMismatch(OpenFTError):

@@ -15,6 +15,7 @@ CHECKPOINT_PREFIX = "ftckpt_"
 PROJECT_PREFIX = "proj_"
 KEY_PREFIX = "sk-openft-"
 KEY_ID_PREFIX = "key_"
+COMPLETION_PREFIX = "chatcmpl-"
 
 # An event id is its job's event key (16 random characters) followed by the event's
 # per-job sequence number in 8 base62 digits. The id therefore *is* the keyset cursor:
@@ -32,6 +33,10 @@ def random_token(length: int = ID_CHARS) -> str:
 
 def new_file_id() -> str:
     return FILE_PREFIX + random_token()
+
+
+def new_completion_id() -> str:
+    return COMPLETION_PREFIX + random_token()
 
 
 def new_job_id() -> str:

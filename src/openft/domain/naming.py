@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_CHECKPOINT = re.compile(r"^(ft:.+):ckpt-step-([0-9]+)$")
+
 
 def fine_tuned_model(base: str, project: str, suffix: str | None, job_id: str) -> str:
     """`ft:{base}:{project}:{suffix}:{job id}` (the suffix part is empty without one)."""
@@ -10,3 +14,9 @@ def fine_tuned_model(base: str, project: str, suffix: str | None, job_id: str) -
 
 def checkpoint_model(fine_tuned: str, step: int) -> str:
     return f"{fine_tuned}:ckpt-step-{step}"
+
+
+def split_checkpoint_model(name: str) -> tuple[str, int] | None:
+    """`(fine-tuned model, step)` of a checkpoint's model name; None for any other name."""
+    match = _CHECKPOINT.match(name)
+    return (match.group(1), int(match.group(2))) if match else None

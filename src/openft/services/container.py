@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from openft.services.checkpoints import CheckpointService
 from openft.services.events import EventService
 from openft.services.files import FileService
+from openft.services.inference import InferenceService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
@@ -25,6 +26,7 @@ class Services:
     events: EventService
     live: LiveEvents
     models: ModelService
+    inference: InferenceService
     checkpoints: CheckpointService
     worker: WorkerService
     webhooks: WebhookService

@@ -12,6 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from openft.domain.entities import (
@@ -142,6 +143,14 @@ class Transaction(ABC):
     @abstractmethod
     def fine_tuned_models(self, project_id: str) -> list[tuple[str, int]]:
         """(model name, created_at) of the project's fine-tuned models, oldest first."""
+
+    @abstractmethod
+    def job_of_model(self, project_id: str, fine_tuned_model: str) -> Job | None:
+        """The project's job that made this fine-tuned model, unless it was deleted."""
+
+    @abstractmethod
+    def delete_model(self, job_id: str, now: int) -> bool:
+        """Mark the job's fine-tuned model deleted; False if it already was."""
 
     # -- the worker's hold on a job ----------------------------------------------------------
 
@@ -342,6 +351,15 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the blob if it exists."""
+
+    @abstractmethod
+    def path(self, key: str) -> Path:
+        """Where a blob (or an unpacked prefix) lies on this machine: inference engines
+        read adapters from there."""
+
+    @abstractmethod
+    def delete_tree(self, prefix: str) -> None:
+        """Delete an unpacked prefix and everything under it (nothing if it is absent)."""
 
     @abstractmethod
     def unpack(self, prefix: str, archive: Iterable[bytes]) -> None:

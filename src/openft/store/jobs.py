@@ -25,9 +25,8 @@ from openft.store.pages import key_of, keyset_page
 from openft.store.schema import jobs, projects
 
 _LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
-_FIELDS = [c for c in jobs.c if c.name not in ("pk", "updated_at", "last_event_seq", *_LEASE)] + [
-    jobs.c[name] for name in _LEASE
-]
+_SKIP = ("pk", "updated_at", "last_event_seq", "model_deleted_at", *_LEASE)
+_FIELDS = [c for c in jobs.c if c.name not in _SKIP] + [jobs.c[name] for name in _LEASE]
 
 
 def _method_to_json(method: Method) -> dict[str, Any]:
@@ -161,10 +160,32 @@ class JobQueries:
     def fine_tuned_models(self, project_id: str) -> list[tuple[str, int]]:
         rows = self._conn.execute(
             select(jobs.c.fine_tuned_model, jobs.c.finished_at)
-            .where(jobs.c.project_id == project_id, jobs.c.fine_tuned_model.is_not(None))
+            .where(
+                jobs.c.project_id == project_id,
+                jobs.c.fine_tuned_model.is_not(None),
+                jobs.c.model_deleted_at.is_(None),
+            )
             .order_by(jobs.c.pk)
         ).all()
         return [(row.fine_tuned_model, row.finished_at or 0) for row in rows]
+
+    def job_of_model(self, project_id: str, fine_tuned_model: str) -> Job | None:
+        row = self._conn.execute(
+            select(*_FIELDS).where(
+                jobs.c.fine_tuned_model == fine_tuned_model,
+                jobs.c.project_id == project_id,
+                jobs.c.model_deleted_at.is_(None),
+            )
+        ).first()
+        return _to_job(row) if row else None
+
+    def delete_model(self, job_id: str, now: int) -> bool:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.model_deleted_at.is_(None))
+            .values(model_deleted_at=now)
+        )
+        return self._conn.execute(statement).rowcount == 1
 
     def project_name(self, project_id: str) -> str:
         return str(

@@ -54,6 +54,9 @@ class LocalBlobs(BlobStore):
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def delete_tree(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
     def unpack(self, prefix: str, archive: Iterable[bytes]) -> None:
         target = self.path(prefix)
         target.parent.mkdir(parents=True, exist_ok=True)

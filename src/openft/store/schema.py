@@ -104,8 +104,12 @@ jobs = Table(
     Column("worker_batch", BigInteger, nullable=False, default=0, server_default="0"),
     # The highest training step reported in a metrics event, across attempts.
     Column("reported_step", BigInteger, nullable=False, default=0, server_default="0"),
+    # When the fine-tuned model was deleted (DELETE /v1/models/…): the job keeps its
+    # name, the model stops answering.
+    Column("model_deleted_at", BigInteger),
     Index(None, "project_id", "pk"),
     Index(None, "status", "pk"),
+    Index(None, "fine_tuned_model"),
 )
 
 job_checkpoints = Table(

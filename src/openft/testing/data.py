@@ -52,3 +52,27 @@ def toy_chat_file(n: int = 16) -> bytes:
         for i in range(n)
     ]
     return ("\n".join(lines) + "\n").encode()
+
+
+REPEAT_WORDS = ("apple", "river", "stone", "cloud", "green", "seven", "night", "bread")
+
+
+def repeat_example(word: str) -> tuple[str, str]:
+    """A small pattern a tiny model learns in a minute: "repeat X" answers "X X X"."""
+    return f"repeat {word}", f"{word} {word} {word}"
+
+
+def repeat_file(words: tuple[str, ...] = REPEAT_WORDS, copies: int = 2) -> bytes:
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+        for _ in range(copies)
+        for prompt, answer in map(repeat_example, words)
+    ]
+    return ("\n".join(lines) + "\n").encode()

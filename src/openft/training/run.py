@@ -15,9 +15,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from openft.domain.chat_template import CHAT_TEMPLATE
 from openft.domain.entities import Control, MethodType
 from openft.domain.errors import InvalidFile
-from openft.training.chat_template import CHAT_TEMPLATE
 from openft.training.data import chat_dataset, preference_dataset
 from openft.training.protocol import (
     CheckpointSaved,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from openft.training.chat_template import CHAT_TEMPLATE
+from openft.domain.chat_template import CHAT_TEMPLATE
 
 SPECIAL = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

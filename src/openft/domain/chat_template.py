@@ -1,4 +1,5 @@
-"""The chat template the trainer gives a tokenizer that has none of its own."""
+"""The chat template given to a tokenizer that has none of its own: the trainer trains with
+it, so the server must render prompts with it too."""
 
 from __future__ import annotations
 

@@ -1,0 +1,44 @@
+"""Chat completions on the project's models: every check is made, and the model resolved,
+before an engine is asked for anything, so a refused request never loads a model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openft.domain.chat import ChatMessage, Sampling, chat_messages
+from openft.domain.entities import ServedModel
+from openft.services.models import ModelService
+from openft.serving.interface import Engine, Output
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: ServedModel
+    messages: list[ChatMessage]
+    sampling: Sampling
+
+
+class InferenceService:
+    def __init__(self, models: ModelService, engine: Engine) -> None:
+        self._models = models
+        self._engine = engine
+
+    def prepare(
+        self, project_id: str, model: str, messages: Sequence[Any], sampling: Sampling
+    ) -> ChatRequest:
+        """Check the request and find its model (blocking: it reads the database, and may
+        unpack a checkpoint the first time)."""
+        checked = chat_messages(messages)
+        return ChatRequest(self._models.served(project_id, model), checked, sampling)
+
+    def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
+        return self._engine.generate(request.model, request.messages, request.sampling)
+
+    def delete_model(self, project_id: str, name: str) -> None:
+        self._models.delete(project_id, name)
+        self._engine.forget(name)
+
+    async def aclose(self) -> None:
+        await self._engine.aclose()

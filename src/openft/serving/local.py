@@ -1,0 +1,493 @@
+"""The embedded engine: transformers + peft in the server's own process.
+
+One copy of each base model in memory, with every LoRA adapter asked for loaded onto it
+(peft's multi-adapter model) the first time it is used, and the least recently used
+adapters and bases evicted when what is loaded outgrows the memory budget.
+
+One scheduler thread owns every model and does all torch work, so the event loop never
+waits on it. It decodes the active sequences in turns, one token each, grouped by
+adapter so that it switches adapters at most once per adapter per turn: a long answer
+does not hold up a short one, and a new request's first token comes after one turn, not
+after the requests before it have finished. A request whose client went away is dropped
+before its next token. Sequences are not batched into one forward pass (each has its own
+KV cache); loading a model pauses the turns while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openft.domain.chat import ChatMessage, Sampling
+from openft.domain.chat_template import CHAT_TEMPLATE
+from openft.domain.entities import BaseModel, ServedModel
+from openft.domain.errors import InvalidRequest, ModelUnavailable, OpenFTError
+from openft.serving.interface import Engine, FinishReason, Output, Piece, Usage
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+Emit = Callable[[Output | BaseException | None], None]
+
+
+def adapter_key(model_name: str) -> str:
+    """peft's name for an adapter (a module attribute: no dots or colons)."""
+    return "ft_" + hashlib.sha256(model_name.encode()).hexdigest()[:20]
+
+
+def _token_ids(rendered: Any) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True).
+    if hasattr(rendered, "keys"):
+        rendered = rendered["input_ids"]
+    return list(rendered)
+
+
+@dataclass
+class _Request:
+    model: ServedModel
+    messages: list[ChatMessage]
+    sampling: Sampling
+    emit: Emit
+    cancelled: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    open_choices: int = 0
+
+
+@dataclass
+class _Base:
+    """A loaded base model; `adapters` maps peft adapter names to their size in bytes."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    eos: frozenset[int]
+    context: int | None
+    size: int
+    adapters: dict[str, int] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # adapter: its model's name
+    active: str | None = None  # the adapter its forward passes use now; None: the base
+
+
+@dataclass
+class _Sequence:
+    """One choice being generated."""
+
+    request: _Request
+    index: int
+    base: _Base
+    adapter: str | None
+    prompt: list[int]
+    generator: Any
+    ids: list[int] = field(default_factory=list)
+    past: Any = None
+    sent: int = 0  # characters of the decoded text already emitted
+
+
+class LocalEngine(Engine):
+    def __init__(self, memory_budget_bytes: int, max_active: int = 64) -> None:
+        self._budget = memory_budget_bytes
+        self._max_active = max_active
+        self._inbox: queue.SimpleQueue[_Request | Callable[[], None] | None] = queue.SimpleQueue()
+        self._bases: dict[str, _Base] = {}
+        # What is loaded, least recently used first: (base, None) for a base model,
+        # (base, adapter) for an adapter on it; the values are sizes in bytes.
+        self._lru: OrderedDict[tuple[str, str | None], int] = OrderedDict()
+        self._active: list[_Sequence] = []
+        self._waiting: list[_Request] = []
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    # The event loop's side.
+
+    async def generate(
+        self, model: ServedModel, messages: list[ChatMessage], sampling: Sampling
+    ) -> AsyncIterator[Output]:
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue[Output | BaseException | None] = asyncio.Queue()
+
+        def emit(item: Output | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(outputs.put_nowait, item)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                request.cancelled = True
+
+        request = _Request(model, messages, sampling, emit)
+        self._submit(request)
+        try:
+            while (item := await outputs.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True  # the client left, or the request ended: either way
+
+    def forget(self, fine_tuned_model: str) -> None:
+        def unload() -> None:
+            for base in list(self._bases.values()):
+                for key, name in list(base.names.items()):
+                    if name == fine_tuned_model or name.startswith(f"{fine_tuned_model}:"):
+                        self._unload_adapter(base.name, key, why="deleted")
+
+        self._submit(unload)
+
+    async def aclose(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join, 30)
+
+    def _submit(self, item: _Request | Callable[[], None]) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="openft-serving")
+                self._thread.daemon = True
+                self._thread.start()
+        self._inbox.put(item)
+
+    # The scheduler thread's side: everything below runs on it alone.
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while self._take_inbox():
+                self._admit()
+                self._turn()
+        for sequence in self._active:
+            sequence.request.emit(ModelUnavailable("The server is shutting down."))
+
+    def _take_inbox(self) -> bool:
+        """Take what was submitted (waiting for it only when there is nothing to decode);
+        False once the engine is closing."""
+        items = [] if self._active or self._waiting else [self._inbox.get()]
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        for item in items:
+            if item is None:
+                return False
+            if isinstance(item, _Request):
+                self._waiting.append(item)
+            else:
+                item()
+        return True
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._active) < self._max_active:
+            request = self._waiting.pop(0)
+            if request.cancelled:
+                continue
+            try:
+                self._start_request(request)
+            except Exception as exc:
+                request.emit(_as_error(exc))
+
+    def _start_request(self, request: _Request) -> None:
+        import torch
+
+        base = self._base(request.model.base)
+        adapter = None
+        if request.model.adapter is not None:
+            adapter = self._adapter(base, request.model)
+        prompt = _token_ids(
+            base.tokenizer.apply_chat_template(
+                [{"role": m.role, "content": m.content} for m in request.messages],
+                tokenize=True,
+                add_generation_prompt=True,
+            )
+        )
+        limit = request.sampling.max_tokens
+        if base.context is not None and len(prompt) + (limit or 1) > base.context:
+            raise InvalidRequest(
+                f"This model's maximum context length is {base.context} tokens. However, you "
+                f"requested {len(prompt) + (limit or 1)} tokens ({len(prompt)} in the "
+                f"messages, {limit or 1} in the completion). Please reduce the length of the "
+                "messages or completion.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        request.prompt_tokens = len(prompt)
+        request.open_choices = request.sampling.n
+        device = next(base.model.parameters()).device
+        for index in range(request.sampling.n):
+            generator = torch.Generator(device=device)
+            if request.sampling.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(request.sampling.seed + index)
+            self._active.append(_Sequence(request, index, base, adapter, prompt, generator))
+        self._touch(base.name, adapter)
+
+    def _turn(self) -> None:
+        """One token for every active sequence, adapter by adapter."""
+        self._active = [s for s in self._active if not s.request.cancelled]
+        self._active.sort(key=lambda s: (s.base.name, s.adapter or ""))
+        for sequence in list(self._active):
+            if sequence.request.cancelled:
+                continue
+            try:
+                finish = self._step(sequence)
+            except Exception as exc:
+                sequence.request.cancelled = True
+                sequence.request.emit(_as_error(exc))
+                log.exception("generation failed on %s", sequence.request.model.name)
+                continue
+            if finish is not None:
+                self._active.remove(sequence)
+                self._finish(sequence)
+        self._active = [s for s in self._active if not s.request.cancelled]
+
+    def _step(self, sequence: _Sequence) -> FinishReason | None:
+        """Decode one token of `sequence`, emit the text it completes; why it ended, if so."""
+        import torch
+
+        base = sequence.base
+        self._use(base, sequence.adapter)
+        device = next(base.model.parameters()).device
+        fresh = sequence.ids[-1:] if sequence.past is not None else sequence.prompt
+        inputs = torch.tensor([fresh], device=device)
+        if sequence.adapter is None and base.adapters:
+            with base.model.disable_adapter():
+                out = base.model(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
+        else:
+            out = base.model(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
+        sequence.past = out.past_key_values
+        token = _choose(out.logits[0, -1], sequence.request.sampling, sequence.generator)
+        finish: FinishReason | None = None
+        if token in base.eos:
+            finish = "stop"
+        else:
+            sequence.ids.append(token)
+            sequence.request.completion_tokens += 1
+            limit = sequence.request.sampling.max_tokens
+            total = len(sequence.prompt) + len(sequence.ids)
+            if (limit is not None and len(sequence.ids) >= limit) or (
+                base.context is not None and total >= base.context
+            ):
+                finish = "length"
+        text = base.tokenizer.decode(sequence.ids, skip_special_tokens=True)
+        stops = sequence.request.sampling.stop
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+        if finish is None:
+            safe = len(text) - _held_back(text, stops)
+        else:
+            safe = len(text)
+        if safe > sequence.sent or finish is not None:
+            piece = text[sequence.sent : max(safe, sequence.sent)]
+            sequence.sent = max(safe, sequence.sent)
+            sequence.request.emit(Piece(sequence.index, piece, finish))
+        return finish
+
+    def _finish(self, sequence: _Sequence) -> None:
+        request = sequence.request
+        request.open_choices -= 1
+        if request.open_choices == 0:
+            request.emit(Usage(request.prompt_tokens, request.completion_tokens))
+            request.emit(None)
+
+    # Loading and evicting.
+
+    def _base(self, spec: BaseModel) -> _Base:
+        base = self._bases.get(spec.name)
+        if base is None:
+            base = self._bases[spec.name] = _load_base(spec)
+            self._lru[(spec.name, None)] = base.size
+            self._evict(keep=spec.name)
+        return base
+
+    def _adapter(self, base: _Base, model: ServedModel) -> str:
+        key = adapter_key(model.name)
+        if key in base.adapters:
+            return key
+        assert model.adapter is not None
+        started = time.monotonic()
+        try:
+            if not base.adapters:
+                from peft import PeftModel
+
+                base.model = PeftModel.from_pretrained(
+                    base.model, model.adapter, adapter_name=key, is_trainable=False
+                )
+            else:
+                base.model.load_adapter(model.adapter, adapter_name=key, is_trainable=False)
+        except Exception as exc:
+            raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
+        base.model.eval()
+        base.active = key
+        size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
+        base.adapters[key] = size
+        base.names[key] = model.name
+        self._lru[(base.name, key)] = size
+        log.info(
+            "Loaded adapter %s on %s in %.3f s (%.1f MiB)",
+            model.name,
+            base.name,
+            time.monotonic() - started,
+            size / MiB,
+        )
+        self._evict(keep=base.name, keep_adapter=key)
+        return key
+
+    def _use(self, base: _Base, adapter: str | None) -> None:
+        if adapter is not None and base.active != adapter:
+            base.model.set_adapter(adapter)
+            base.active = adapter
+
+    def _touch(self, base: str, adapter: str | None) -> None:
+        self._lru.move_to_end((base, None))
+        if adapter is not None:
+            self._lru.move_to_end((base, adapter))
+
+    def _busy(self, base: str, adapter: str | None) -> bool:
+        return any(
+            s.base.name == base and (adapter is None or s.adapter == adapter) for s in self._active
+        )
+
+    def _evict(self, keep: str, keep_adapter: str | None = None) -> None:
+        """Unload least recently used models until what is loaded fits the budget (what
+        was just loaded, and what active sequences use, stay: a single model larger than
+        the budget is still served, alone)."""
+        for base, adapter in list(self._lru):
+            if sum(self._lru.values()) <= self._budget:
+                return
+            if (base, adapter) not in self._lru or self._busy(base, adapter):
+                continue
+            if adapter is None and base != keep:
+                self._unload_base(base)
+            elif adapter is not None and adapter != keep_adapter:
+                self._unload_adapter(base, adapter)
+
+    def _unload_base(self, name: str) -> None:
+        base = self._bases.pop(name)
+        for key in [key for key in self._lru if key[0] == name]:
+            del self._lru[key]
+        del base
+        _release_memory()
+        log.info("Unloaded base model %s (least recently used)", name)
+
+    def _unload_adapter(self, base_name: str, key: str, why: str = "least recently used") -> None:
+        base = self._bases.get(base_name)
+        if base is None or key not in base.adapters:
+            return
+        for sequence in self._active:  # a deleted model stops answering at once
+            if sequence.base is base and sequence.adapter == key:
+                sequence.request.cancelled = True
+                sequence.request.emit(ModelUnavailable(f"The model was {why}."))
+        self._active = [s for s in self._active if not s.request.cancelled]
+        if len(base.adapters) > 1:
+            if base.active == key:
+                other = next(k for k in base.adapters if k != key)
+                base.model.set_adapter(other)
+                base.active = other
+            base.model.delete_adapter(key)
+        else:
+            # peft cannot delete a model's last adapter: take the LoRA layers out instead.
+            base.model = base.model.unload()
+            base.active = None
+        del base.adapters[key]
+        name = base.names.pop(key)
+        self._lru.pop((base_name, key), None)
+        _release_memory()
+        log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)
+
+
+def _as_error(exc: Exception) -> BaseException:
+    if isinstance(exc, OpenFTError):
+        return exc
+    return ModelUnavailable(f"Generation failed: {type(exc).__name__}: {exc}")
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters to hold back: an incomplete UTF-8 character, or the
+    start of a stop sequence that the next tokens may complete."""
+    held = 1 if text.endswith("\ufffd") else 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                held = max(held, size)
+                break
+    return held
+
+
+def _choose(logits: Any, sampling: Sampling, generator: Any) -> int:
+    import torch
+
+    if sampling.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        ordered, order = probs.sort(descending=True)
+        # Keep the most likely tokens until their mass reaches top_p (at least one).
+        ordered[(ordered.cumsum(0) - ordered) >= sampling.top_p] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _load_base(spec: BaseModel) -> _Base:
+    started = time.monotonic()
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"Serving needs the train extra on this node (pip install 'openft[train]'): {exc}"
+        ) from exc
+    local = Path(spec.source).is_dir()
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.source, local_files_only=local, dtype=dtype
+        )
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"Could not load the base model {spec.name!r} from {spec.source!r}: {exc}"
+        ) from exc
+    model = model.to("cuda" if cuda else "cpu").eval()  # type: ignore[arg-type]
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE  # as the trainer does
+    eos = model.generation_config.eos_token_id if model.generation_config else None
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    log.info(
+        "Loaded base model %s from %s in %.2f s on %s (%.1f MiB)",
+        spec.name,
+        spec.source,
+        time.monotonic() - started,
+        model.device,
+        size / MiB,
+    )
+    return _Base(
+        spec.name,
+        model,
+        tokenizer,
+        frozenset(eos_ids),
+        getattr(model.config, "max_position_embeddings", None),
+        size,
+    )
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
