@@ -88,17 +88,43 @@ class Client:
                     if r.is_error:
                         r.read()
                         raise ApiError(_message(r))
-                    for line in r.iter_lines():
-                        if line == "data: [DONE]":
+                    for event in _sse_objects(r):
+                        if event is None:
                             return
-                        if line.startswith("data: "):
-                            event = json.loads(line.removeprefix("data: "))
-                            last = event["id"]
-                            yield event
+                        last = event["id"]
+                        yield event
             except httpx.TransportError:
                 pass
             time.sleep(1)  # the stream ended early (a server restarting): go on after `last`
         raise ApiError(f"lost the event stream of {job_id} {RECONNECTS} times")
+
+    def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST `body` with `stream: true` and yield the server-sent JSON objects until
+        `data: [DONE]` (an `error` object in the stream raises `ApiError`)."""
+        try:
+            with self._http.stream("POST", path, json={**body, "stream": True}) as r:
+                if r.is_error:
+                    r.read()
+                    raise ApiError(_message(r))
+                for item in _sse_objects(r):
+                    if item is None:
+                        return
+                    if "error" in item:
+                        raise ApiError(item["error"].get("message", "the stream failed"))
+                    yield item
+        except httpx.TransportError as exc:
+            raise ApiError(f"cannot reach {self.base_url}: {exc}") from None
+        raise ApiError("the stream ended before data: [DONE]")
+
+
+def _sse_objects(response: httpx.Response) -> Iterator[dict[str, Any] | None]:
+    """The JSON of each `data:` line of a server-sent event stream; None for `[DONE]`."""
+    for line in response.iter_lines():
+        if line == "data: [DONE]":
+            yield None
+            return
+        if line.startswith("data: "):
+            yield json.loads(line.removeprefix("data: "))
 
 
 def _message(response: httpx.Response) -> str:

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from openft.cli.user import chat as user_chat
 from openft.cli.user import events as user_events
-from openft.cli.user import files_app, jobs_app, webhooks_app
+from openft.cli.user import files_app, jobs_app, models_app, webhooks_app
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
 from openft.services.keys import DEFAULT_PROJECT
@@ -39,7 +40,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(models_app, name="models")
 app.command("events")(user_events)
+app.command("chat")(user_chat)
 
 DataDir = Annotated[
     Path | None,

@@ -291,3 +291,76 @@ def webhooks_deliveries(webhook_id: str, base_url: BaseUrl = None, api_key: ApiK
     with _client(base_url, api_key) as client:
         rows = client.request("GET", f"/webhooks/{webhook_id}/deliveries")["data"]
     _table(rows, ["id", "type", "job_id", "attempts", "delivered_at", "last_status", "last_error"])
+
+
+# -- models and chat -------------------------------------------------------------------
+
+models_app = typer.Typer(help="Base and fine-tuned models on the server.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list(base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """The server's base models and your project's fine-tuned models."""
+    with _client(base_url, api_key) as client:
+        rows = client.request("GET", "/models")["data"]
+    _table(rows, ["id", "owned_by", "created"])
+
+
+@models_app.command("delete")
+def models_delete(model: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """Delete a fine-tuned model of your project (its adapter files with it)."""
+    with _client(base_url, api_key) as client:
+        client.request("DELETE", f"/models/{model}")
+    print(f"{model} deleted")
+
+
+def _reply(client: Client, model: str, messages: list[dict[str, str]], options: Any) -> str:
+    """Stream one answer to the terminal as it is generated; return its text."""
+    text = []
+    for chunk in client.stream(
+        "/chat/completions", {"model": model, "messages": messages, **options}
+    ):
+        for choice in chunk.get("choices") or []:
+            piece = choice.get("delta", {}).get("content") or ""
+            text.append(piece)
+            print(piece, end="", flush=True)
+    print()
+    return "".join(text)
+
+
+def chat(
+    model: Annotated[str, typer.Argument(help="A base model, ft:… or ft:…:ckpt-step-N.")],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Ask this once and exit.")
+    ] = None,
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="At most this many tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 for the likeliest text.")] = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Chat with a model, its answers streamed as they are generated: one question with
+    --prompt, else a conversation read line by line from the terminal (end with Ctrl-D)."""
+    options = {
+        name: value
+        for name, value in (("max_tokens", max_tokens), ("temperature", temperature))
+        if value is not None
+    }
+    messages = [{"role": "system", "content": system}] if system else []
+    with _client(base_url, api_key) as client:
+        questions = [prompt] if prompt is not None else _lines("you> ")
+        for question in questions:
+            messages.append({"role": "user", "content": question})
+            messages.append(
+                {"role": "assistant", "content": _reply(client, model, messages, options)}
+            )
+
+
+def _lines(ask: str) -> Iterator[str]:
+    while True:
+        try:
+            line = input(ask if sys.stdin.isatty() else "")
+        except EOFError:
+            return
+        if line.strip():
+            yield line

@@ -321,12 +321,12 @@ class LocalEngine(Engine):
                 base.model = PeftModel.from_pretrained(
                     base.model, model.adapter, adapter_name=key, is_trainable=False
                 )
-            else:
+                base.active = key  # the first adapter is the active one
+            else:  # loaded beside the others; `_use` activates it
                 base.model.load_adapter(model.adapter, adapter_name=key, is_trainable=False)
         except Exception as exc:
             raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
         base.model.eval()
-        base.active = key
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
         base.adapters[key] = size
         base.names[key] = model.name

@@ -57,12 +57,12 @@ def toy_chat_file(n: int = 16) -> bytes:
 REPEAT_WORDS = ("apple", "river", "stone", "cloud", "green", "seven", "night", "bread")
 
 
-def repeat_example(word: str) -> tuple[str, str]:
-    """A small pattern a tiny model learns in a minute: "repeat X" answers "X X X"."""
-    return f"repeat {word}", f"{word} {word} {word}"
+def repeat_example(word: str, times: int = 3) -> tuple[str, str]:
+    """A small pattern a tiny model learns in seconds: "repeat X" answers "X X X"."""
+    return f"repeat {word}", " ".join([word] * times)
 
 
-def repeat_file(words: tuple[str, ...] = REPEAT_WORDS, copies: int = 2) -> bytes:
+def repeat_file(words: tuple[str, ...] = REPEAT_WORDS, times: int = 3, copies: int = 2) -> bytes:
     lines = [
         json.dumps(
             {
@@ -73,6 +73,6 @@ def repeat_file(words: tuple[str, ...] = REPEAT_WORDS, copies: int = 2) -> bytes
             }
         )
         for _ in range(copies)
-        for prompt, answer in map(repeat_example, words)
+        for prompt, answer in (repeat_example(word, times) for word in words)
     ]
     return ("\n".join(lines) + "\n").encode()
