@@ -4,7 +4,9 @@ Builds a tiny model locally (a random-initialised small causal LM and a tokenize
 trained on local text: nothing is downloaded), starts `openft serve` with its embedded
 worker on SQLite in a fresh data directory, and with the official `openai` SDK uploads a
 small chat dataset, creates a fine-tuning job, follows its events live (server-sent
-events) to completion and prints the curve of the training loss.
+events) to completion and prints the curve of the training loss. Then it asks the
+fine-tuned model and the base model the same question (chat completions) and prints both
+answers.
 """
 
 from __future__ import annotations
@@ -114,7 +116,21 @@ def main() -> None:
         print(f"\nfine-tuned model: {job.fine_tuned_model} ({job.trained_tokens} tokens trained)")
         print(f"checkpoints: {', '.join(c.fine_tuned_model_checkpoint for c in checkpoints)}")
         print(f"adapter (loads with peft): {data_dir / 'models' / job.id / 'adapter'}")
-        print(f"results file: {job.result_files[0]}; done in {time.monotonic() - started:.0f} s")
+        print(f"results file: {job.result_files[0]}")
+        question, expected = SAMPLE[0]
+        print(f"\nasked both models {question!r} (expected {expected!r}):")
+        for label, model in (("fine-tuned", job.fine_tuned_model), ("base", "tiny-demo")):
+            reply = client.chat.completions.create(
+                model=model or "",
+                messages=[
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": question},
+                ],
+                temperature=0,
+                max_tokens=16,
+            )
+            print(f"  {label:>10}: {reply.choices[0].message.content!r}")
+        print(f"done in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,11 @@ class LocalEngine(Engine):
 
         self._submit(unload)
 
+    @property
+    def active_sequences(self) -> int:
+        """How many choices are being generated now (a gauge, read without a lock)."""
+        return len(self._active)
+
     async def aclose(self) -> None:
         if self._thread is not None:
             self._inbox.put(None)

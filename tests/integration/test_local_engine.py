@@ -1,0 +1,121 @@
+"""The embedded engine in this process, on the tiny model with random LoRA adapters:
+a closed stream stops its generation, requests take turns, and adapters are evicted
+least recently used under the memory budget and reloaded when asked for again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from openft.domain.chat import ChatMessage, Sampling
+from openft.domain.entities import BaseModel, ServedModel
+from openft.serving.interface import Output, Piece, Usage
+from openft.serving.local import LocalEngine
+
+HELLO = [ChatMessage("user", "hello")]
+GREEDY_LONG = Sampling(max_tokens=300, temperature=0)
+
+
+def random_adapter(base: Path, target: Path, seed: int) -> Path:
+    """A LoRA adapter with random (not zero) weights: it changes the base's answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[ServedModel]:
+    root = tmp_path_factory.mktemp("adapters")
+    base = BaseModel("tiny", str(tiny_model))
+    return [
+        ServedModel(
+            f"ft:tiny:p::ftjob-{n}", base, str(random_adapter(tiny_model, root / f"a{n}", n))
+        )
+        for n in range(3)
+    ]
+
+
+async def collect(outputs: AsyncIterator[Output]) -> tuple[str, Usage]:
+    text, usage = "", None
+    async for output in outputs:
+        if isinstance(output, Piece):
+            text += output.text
+        else:
+            usage = output
+    assert usage is not None
+    return text, usage
+
+
+async def test_closing_a_stream_stops_its_generation(tiny_model: Path) -> None:
+    engine = LocalEngine(memory_budget_bytes=1 << 30)
+    base = ServedModel("tiny", BaseModel("tiny", str(tiny_model)))
+    try:
+        outputs = engine.generate(base, HELLO, GREEDY_LONG)
+        first = await anext(outputs)
+        assert isinstance(first, Piece)
+        assert engine.active_sequences == 1
+        await outputs.aclose()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while engine.active_sequences and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert engine.active_sequences == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_a_short_request_is_not_held_up_by_a_long_one(tiny_model: Path) -> None:
+    engine = LocalEngine(memory_budget_bytes=1 << 30)
+    base = ServedModel("tiny", BaseModel("tiny", str(tiny_model)))
+    finished: list[str] = []
+
+    async def run(name: str, sampling: Sampling) -> None:
+        await collect(engine.generate(base, HELLO, sampling))
+        finished.append(name)
+
+    try:
+        await collect(engine.generate(base, HELLO, Sampling(max_tokens=1)))  # loads the model
+        long = asyncio.create_task(run("long", Sampling(max_tokens=300, temperature=1, seed=1)))
+        await asyncio.sleep(0.05)
+        await run("short", Sampling(max_tokens=3, temperature=1, seed=2))
+        await long
+        assert finished == ["short", "long"]
+    finally:
+        await engine.aclose()
+
+
+async def test_adapters_are_evicted_least_recently_used_and_reloaded(
+    adapters: list[ServedModel], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="openft.serving.local")
+    # Room for the base and two of the three adapters.
+    sizes = [
+        sum(f.stat().st_size for f in Path(a.adapter or "").glob("adapter_model.*"))
+        for a in adapters
+    ]
+    base_bytes = sum(f.stat().st_size for f in Path(adapters[0].base.source).glob("*.safetensors"))
+    engine = LocalEngine(memory_budget_bytes=base_bytes + sizes[0] + sizes[1] + sizes[2] // 2)
+    quick = Sampling(max_tokens=8, temperature=0)
+    try:
+        first = [await collect(engine.generate(a, HELLO, quick)) for a in adapters[:2]]
+        assert "Unloaded adapter" not in caplog.text
+        await collect(engine.generate(adapters[2], HELLO, quick))
+        assert f"Unloaded adapter {adapters[0].name} from tiny (least recently used)" in caplog.text
+        again = await collect(engine.generate(adapters[0], HELLO, quick))
+        assert again == first[0]  # reloaded, it answers as before
+        assert caplog.text.count(f"Loaded adapter {adapters[0].name} on tiny") == 2
+        assert caplog.text.count("Loaded base model tiny") == 1
+        # Different adapters give different answers: each request used its own.
+        assert first[0][0] != first[1][0]
+    finally:
+        await engine.aclose()
