@@ -75,7 +75,16 @@ class _Base:
     size: int
     adapters: dict[str, int] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # adapter: its model's name
-    active: str | None = None  # the adapter its forward passes use now; None: the base
+    # Which adapter the LoRA layers use, and whether they are on (None: not known, after
+    # an adapter was loaded): switched only when the next sequence needs another state.
+    active: str | None = None
+    enabled: bool | None = None
+
+    @property
+    def forward(self) -> Any:
+        """The transformers model to run: inside peft's wrapper (whose forward adds
+        Python work to every step), with the LoRA layers peft put in it."""
+        return self.model.get_base_model() if self.adapters else self.model
 
 
 @dataclass
@@ -262,11 +271,7 @@ class LocalEngine(Engine):
         device = next(base.model.parameters()).device
         fresh = sequence.ids[-1:] if sequence.past is not None else sequence.prompt
         inputs = torch.tensor([fresh], device=device)
-        if sequence.adapter is None and base.adapters:
-            with base.model.disable_adapter():
-                out = base.model(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
-        else:
-            out = base.model(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
+        out = base.forward(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
         sequence.past = out.past_key_values
         token = _choose(out.logits[0, -1], sequence.request.sampling, sequence.generator)
         finish: FinishReason | None = None
@@ -326,9 +331,10 @@ class LocalEngine(Engine):
                 base.model = PeftModel.from_pretrained(
                     base.model, model.adapter, adapter_name=key, is_trainable=False
                 )
-                base.active = key  # the first adapter is the active one
+                base.active, base.enabled = key, True
             else:  # loaded beside the others; `_use` activates it
                 base.model.load_adapter(model.adapter, adapter_name=key, is_trainable=False)
+                base.enabled = None
         except Exception as exc:
             raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
         base.model.eval()
@@ -347,7 +353,19 @@ class LocalEngine(Engine):
         return key
 
     def _use(self, base: _Base, adapter: str | None) -> None:
-        if adapter is not None and base.active != adapter:
+        """Put the base's LoRA layers in the state `adapter` needs (off for the base)."""
+        if not base.adapters:
+            return
+        lora = base.model.base_model
+        if adapter is None:
+            if base.enabled is not False:
+                lora.disable_adapter_layers()
+                base.enabled = False
+            return
+        if base.enabled is not True:
+            lora.enable_adapter_layers()
+            base.enabled = True
+        if base.active != adapter:
             base.model.set_adapter(adapter)
             base.active = adapter
 
@@ -401,7 +419,7 @@ class LocalEngine(Engine):
         else:
             # peft cannot delete a model's last adapter: take the LoRA layers out instead.
             base.model = base.model.unload()
-            base.active = None
+            base.active = base.enabled = None
         del base.adapters[key]
         name = base.names.pop(key)
         self._lru.pop((base_name, key), None)
