@@ -51,8 +51,7 @@ def train(client: OpenAI, times: int) -> str:
 
     finished = wait_until(done, 1800, 1, f"job {job.id}")
     assert finished.status == "succeeded", finished.error
-    assert finished.fine_tuned_model
-    return finished.fine_tuned_model
+    return str(finished.fine_tuned_model)
 
 
 def api_rate(client: OpenAI, model: str, tokens: int, stream: bool) -> tuple[float, int]:
@@ -84,9 +83,12 @@ def generate_rate(model_dir: Path, tokens: int) -> tuple[float, int]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    rendered = tokenizer.apply_chat_template(MESSAGES, tokenize=True, add_generation_prompt=True)
+    tokenizer: Any = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
+    rendered: Any = tokenizer.apply_chat_template(
+        MESSAGES, tokenize=True, add_generation_prompt=True
+    )
     ids = torch.tensor([list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)])
     with torch.inference_mode():
         model.generate(ids, max_new_tokens=4, do_sample=False)  # warm up
@@ -182,7 +184,8 @@ def main() -> None:
         alternating = one_token_latency(client, adapters, 20)
         print(
             f"one-token request, median: same adapter {same * 1000:.1f} ms, alternating "
-            f"adapters {alternating * 1000:.1f} ms: switch {max(0.0, alternating - same) * 1000:.1f} ms"
+            f"adapters {alternating * 1000:.1f} ms: "
+            f"switch {max(0.0, alternating - same) * 1000:.1f} ms"
         )
 
         firsts, rate = asyncio.run(

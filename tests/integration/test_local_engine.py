@@ -30,7 +30,7 @@ def random_adapter(base: Path, target: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(target)
+    get_peft_model(model, config).save_pretrained(str(target))
     return target
 
 
