@@ -18,6 +18,7 @@ from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
 from openft.serving.interface import Engine, NoEngine
 from openft.serving.local import LocalEngine
+from openft.serving.vllm import VllmEngine
 from openft.settings import MiB, Settings
 from openft.store.database import Database, make_engine, sqlite_url
 from openft.store.local_blobs import LocalBlobs
@@ -42,6 +43,10 @@ def runner_settings(settings: Settings) -> RunnerSettings:
 def inference_engine(settings: Settings) -> Engine:
     if settings.serve_engine == "none":
         return NoEngine("it was started with OPENFT_SERVE_ENGINE=none.")
+    if settings.serve_engine == "vllm":
+        if not settings.vllm_url:
+            raise ValueError("OPENFT_SERVE_ENGINE=vllm needs OPENFT_VLLM_URL (the vLLM server)")
+        return VllmEngine(settings.vllm_url)
     return LocalEngine(settings.serve_memory_mb * MiB)
 
 

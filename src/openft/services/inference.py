@@ -3,6 +3,7 @@ before an engine is asked for anything, so a refused request never loads a model
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +37,9 @@ class InferenceService:
     def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
         return self._engine.generate(request.model, request.messages, request.sampling)
 
-    def delete_model(self, project_id: str, name: str) -> None:
-        self._models.delete(project_id, name)
-        self._engine.forget(name)
+    async def delete_model(self, project_id: str, name: str) -> None:
+        await asyncio.to_thread(self._models.delete, project_id, name)
+        await self._engine.forget(name)
 
     async def aclose(self) -> None:
         await self._engine.aclose()

@@ -44,7 +44,7 @@ class Engine(ABC):
         and `InvalidRequest` when the prompt does not fit its context."""
 
     @abstractmethod
-    def forget(self, fine_tuned_model: str) -> None:
+    async def forget(self, fine_tuned_model: str) -> None:
         """Drop whatever this engine holds of a deleted fine-tuned model and of its
         checkpoints' models (their adapters)."""
 
@@ -66,5 +66,5 @@ class NoEngine(Engine):
         raise ModelUnavailable(f"This server does not run models: {self._why}")
         yield  # an async generator, like every engine's
 
-    def forget(self, fine_tuned_model: str) -> None:
+    async def forget(self, fine_tuned_model: str) -> None:
         pass

@@ -140,7 +140,7 @@ class LocalEngine(Engine):
         finally:
             request.cancelled = True  # the client left, or the request ended: either way
 
-    def forget(self, fine_tuned_model: str) -> None:
+    async def forget(self, fine_tuned_model: str) -> None:
         def unload() -> None:
             for base in list(self._bases.values()):
                 for key, name in list(base.names.items()):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.concurrency import run_in_threadpool
 
 from openft.api.auth import CurrentPrincipal, ServicesDep
 from openft.api.errors import error_responses
@@ -38,6 +37,6 @@ async def retrieve_model(model: str, services: ServicesDep, principal: CurrentPr
     responses=error_responses(400, 403, 404),
 )
 async def delete_model(model: str, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
-    await run_in_threadpool(services.inference.delete_model, principal.project_id, model)
+    await services.inference.delete_model(principal.project_id, model)
     deleted: DeleteModelResponse = {"id": model, "object": "model", "deleted": True}
     return JSON(deleted)
