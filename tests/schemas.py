@@ -14,23 +14,27 @@ from referencing.jsonschema import DRAFT202012
 CONTRACT = Path(__file__).parent / "contract"
 
 
-def _openapi30_bounds(node: Any) -> Any:
-    """OpenAI's document still writes some bounds the OpenAPI 3.0 way (`minimum: 0` with
-    `exclusiveMinimum: true`); JSON Schema 2020-12 wants `exclusiveMinimum: 0`."""
+def _openapi30(node: Any) -> Any:
+    """OpenAI's document is OpenAPI 3.0 in places; JSON Schema 2020-12 reads it after two
+    rewrites: `minimum: 0` with `exclusiveMinimum: true` becomes `exclusiveMinimum: 0`,
+    and `nullable: true` becomes "this, or null"."""
     if isinstance(node, dict):
         if node.get("exclusiveMinimum") is True and "minimum" in node:
             node = {k: v for k, v in node.items() if k != "minimum"} | {
                 "exclusiveMinimum": node["minimum"]
             }
-        return {k: _openapi30_bounds(v) for k, v in node.items()}
+        if node.get("nullable") is True:
+            rest = _openapi30({k: v for k, v in node.items() if k != "nullable"})
+            return {"anyOf": [rest, {"type": "null"}]}
+        return {k: _openapi30(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_openapi30_bounds(v) for v in node]
+        return [_openapi30(v) for v in node]
     return node
 
 
 @cache
 def validator(document: str, schema: str) -> Draft202012Validator:
-    spec = _openapi30_bounds(yaml.safe_load((CONTRACT / document).read_text()))
+    spec = _openapi30(yaml.safe_load((CONTRACT / document).read_text()))
     registry = Registry().with_resource(
         "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
     )

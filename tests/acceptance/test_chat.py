@@ -10,13 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
+import orjson
 import pytest
 from openai import OpenAI
 
 from openft.testing.data import REPEAT_WORDS, repeat_example, repeat_file
 from openft.testing.server import Server, openft_command, running_server, wait_until
 from tests.conftest import BACKENDS, _fresh_database
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +132,35 @@ def test_streaming_gives_the_same_text_as_not_streaming(trained: Trained) -> Non
         # include_usage: the last chunk has no choices and the usage; the others null.
         assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
         assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_the_bodies_match_openais_schemas(trained: Trained) -> None:
+    http = httpx.Client(
+        base_url=trained.server.base_url,
+        headers={"Authorization": f"Bearer {trained.server.key}"},
+        timeout=60,
+    )
+    body = {
+        "model": trained.thrice,
+        "messages": [{"role": "user", "content": "repeat night"}],
+        "n": 2,
+        "temperature": 0,
+    }
+    answer = http.post("/chat/completions", json=body)
+    assert answer.status_code == 200
+    assert_valid("openai-chat.yaml", "CreateChatCompletionResponse", answer.json())
+    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/chat/completions", json=stream) as streamed:
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        chunk = orjson.loads(line.removeprefix("data: "))
+        assert_valid("openai-chat.yaml", "CreateChatCompletionStreamResponse", chunk)
+    listed = http.get("/models").json()["data"]
+    for model in listed:
+        assert_valid("openai-chat.yaml", "Model", model)
+    http.close()
 
 
 def test_a_checkpoint_model_answers(trained: Trained) -> None:
@@ -253,6 +285,7 @@ def test_deleting_a_fine_tuned_model(trained: Trained) -> None:
     client, model = trained.client, trained.twice
     adapter = Path(trained.server.data_dir, "models", model.rsplit(":", 1)[1], "adapter")
     assert adapter.is_dir()
+    assert answer(client, model, "repeat apple") == "apple apple"  # loaded in the engine
     with pytest.raises(openai.PermissionDeniedError):
         client.models.delete("tiny")
     with pytest.raises(openai.BadRequestError):
@@ -263,7 +296,9 @@ def test_deleting_a_fine_tuned_model(trained: Trained) -> None:
     with pytest.raises(openai.NotFoundError):
         other.models.delete(model)
 
-    deleted = client.models.delete(model)
+    raw = client.models.with_raw_response.delete(model)
+    assert_valid("openai-chat.yaml", "DeleteModelResponse", raw.http_response.json())
+    deleted = raw.parse()
     assert (deleted.id, deleted.object, deleted.deleted) == (model, "model", True)
     assert model not in [m.id for m in client.models.list()]
     with pytest.raises(openai.NotFoundError):
