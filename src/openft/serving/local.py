@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
 import queue
 import threading
@@ -73,6 +74,10 @@ class _Base:
     eos: frozenset[int]
     context: int | None
     size: int
+    device: Any
+    # Extra arguments of each forward pass: `logits_to_keep=1` where the model takes it
+    # (a long prompt's prefill then computes one row of logits, not one per token).
+    extra: dict[str, Any]
     adapters: dict[str, int] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # adapter: its model's name
     # Which adapter the LoRA layers use, and whether they are on (None: not known, after
@@ -176,8 +181,11 @@ class LocalEngine(Engine):
             while self._take_inbox():
                 self._admit()
                 self._turn()
-        for sequence in self._active:
-            sequence.request.emit(ModelUnavailable("The server is shutting down."))
+        closing = ModelUnavailable("The server is shutting down.")
+        for request in {id(s.request): s.request for s in self._active}.values():
+            request.emit(closing)
+        for request in self._waiting:
+            request.emit(closing)
 
     def _take_inbox(self) -> bool:
         """Take what was submitted (waiting for it only when there is nothing to decode);
@@ -233,9 +241,8 @@ class LocalEngine(Engine):
             )
         request.prompt_tokens = len(prompt)
         request.open_choices = request.sampling.n
-        device = next(base.model.parameters()).device
         for index in range(request.sampling.n):
-            generator = torch.Generator(device=device)
+            generator = torch.Generator(device=base.device)
             if request.sampling.seed is None:
                 generator.seed()
             else:
@@ -268,10 +275,11 @@ class LocalEngine(Engine):
 
         base = sequence.base
         self._use(base, sequence.adapter)
-        device = next(base.model.parameters()).device
         fresh = sequence.ids[-1:] if sequence.past is not None else sequence.prompt
-        inputs = torch.tensor([fresh], device=device)
-        out = base.forward(input_ids=inputs, past_key_values=sequence.past, use_cache=True)
+        inputs = torch.tensor([fresh], device=base.device)
+        out = base.forward(
+            input_ids=inputs, past_key_values=sequence.past, use_cache=True, **base.extra
+        )
         sequence.past = out.past_key_values
         token = _choose(out.logits[0, -1], sequence.request.sampling, sequence.generator)
         finish: FinishReason | None = None
@@ -434,9 +442,10 @@ def _as_error(exc: Exception) -> BaseException:
 
 
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """How many trailing characters to hold back: an incomplete UTF-8 character, or the
-    start of a stop sequence that the next tokens may complete."""
-    held = 1 if text.endswith("\ufffd") else 0
+    """How many trailing characters to hold back: the replacement characters of an
+    incomplete UTF-8 character, or the start of a stop sequence that the next tokens may
+    complete."""
+    held = len(text) - len(text.rstrip("\ufffd"))
     for stop in stops:
         for size in range(min(len(stop) - 1, len(text)), 0, -1):
             if text.endswith(stop[:size]):
@@ -496,6 +505,7 @@ def _load_base(spec: BaseModel) -> _Base:
         model.device,
         size / MiB,
     )
+    takes = inspect.signature(model.forward).parameters
     return _Base(
         spec.name,
         model,
@@ -503,6 +513,8 @@ def _load_base(spec: BaseModel) -> _Base:
         frozenset(eos_ids),
         getattr(model.config, "max_position_embeddings", None),
         size,
+        model.device,
+        {"logits_to_keep": 1} if "logits_to_keep" in takes else {},
     )
 
 
