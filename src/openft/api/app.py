@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import openft
+from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
 from openft.api.middleware import RefuseNul, RequestIdMiddleware
 from openft.api.routes import chat, files, health, jobs, models, webhooks, worker
@@ -90,4 +91,5 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
     for module in (health, files, jobs, models, chat, webhooks, worker):
         app.include_router(module.router)
+    mount_console(app)
     return app
