@@ -7,6 +7,11 @@ STAMP := $(VENV)/.installed-dev
 # is already met and never pulls a multi-GB CUDA build. On a GPU machine, install the
 # torch build you want before `pip install -e '.[train]'`.
 TORCH ?= torch==2.13.0
+# The console's browser tests drive Debian's Chromium through Playwright (which cannot
+# download its own browsers here); `make test` installs the package when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+export OPENFT_CHROMIUM := $(CHROMIUM)
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # The tests use this PostgreSQL server; set it empty to skip the PostgreSQL tests.
 export OPENFT_TEST_POSTGRES_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -18,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $@
 
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium || { \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium; }
+
 demo: $(STAMP)
 	$(BIN)/python -m openft.demo
 
@@ -27,7 +36,7 @@ serve: $(STAMP)
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
 # PYTEST_ARGS picks tests (`make test PYTEST_ARGS="-m 'not slow'"`); empty: all of them.
 PYTEST_ARGS ?=
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$status

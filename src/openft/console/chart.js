@@ -69,6 +69,7 @@ export class StepChart {
     this.timer = null;
     if (!window.uPlot || !this.steps.length) return;
     this.note.hidden = true;
+    this.area.dataset.steps = String(this.steps.length); // how many steps the chart holds
     const data = this.sampled();
     if (this.plot) {
       this.plot.setData(data);
