@@ -86,6 +86,14 @@ def main() -> None:
                     timeout=120_000
                 )
             elapsed = time.perf_counter() - started
+            timings = page.evaluate(
+                """() => performance.getEntriesByType("resource")
+                    .filter(e => e.name.includes("stream=true"))
+                    .map(e => [e.requestStart, e.responseStart, e.responseEnd])"""
+            )
+            print(f"stream (request, first byte, last byte; ms since page load): {timings}")
+            clicked = page.evaluate("performance.now()") - elapsed * 1000
+            print(f"sign-in clicked at about {clicked:.0f} ms")
             print(
                 f"sign-in to both charts drawn with {args.steps:,} steps: {elapsed:.2f} s "
                 f"(target <= 2 s); {len(sizes)} requests, {sum(sizes) / 1e6:.1f} MB transferred"

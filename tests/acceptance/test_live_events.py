@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections.abc import Iterator
@@ -97,6 +98,26 @@ def test_a_follower_gets_every_event_then_done(
     assert len(follower.ids) == 3 + 300 + 1
     assert follower.events[-1]["message"] == "Fine-tuning job cancelled"
     assert follower.events[0]["object"] == "fine_tuning.job.event"
+
+
+def test_a_stream_is_gzipped_for_a_client_that_takes_it_and_says_the_same(
+    client: OpenAI, server: Server
+) -> None:
+    job = queued_job(client)
+    client.fine_tuning.jobs.cancel(job.id)  # ended: each stream replays, then [DONE]
+    bodies = {}
+    for encoding in ("gzip", "identity"):
+        headers = {"Authorization": f"Bearer {server.key}", "Accept-Encoding": encoding}
+        with httpx.stream("GET", events_url(server, job.id), headers=headers) as response:
+            assert response.headers.get("content-encoding") == (
+                "gzip" if encoding == "gzip" else None
+            )
+            assert response.headers["vary"] == "accept-encoding"
+            raw = b"".join(response.iter_raw())
+            bodies[encoding] = gzip.decompress(raw) if encoding == "gzip" else raw
+    assert bodies["gzip"] == bodies["identity"]
+    assert bodies["gzip"].endswith(b"data: [DONE]\n\n")
+    assert bodies["gzip"].count(b"\nid: ") + 1 == len(listed_oldest_first(client, job.id))
 
 
 def test_streams_refuse_what_they_cannot_follow(client: OpenAI, server: Server) -> None:

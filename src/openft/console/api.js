@@ -48,6 +48,15 @@ export async function download(path) {
   return response.blob();
 }
 
+// The data of one server-sent event frame (its `data:` lines joined), or null for a
+// frame without data (a comment).
+function frameData(frame) {
+  const at = frame.startsWith("data: ") ? 0 : frame.indexOf("\ndata: ") + 1;
+  if (at === 0 && !frame.startsWith("data: ")) return null;
+  const rest = frame.slice(at + 6);
+  return rest.includes("\ndata: ") ? rest.split("\ndata: ").join("\n") : rest;
+}
+
 // Follow a job's events as server-sent events (the events endpoint with stream=true):
 // every event since the first, oldest first, then each as it is committed, until the job
 // has ended. `onEvents` gets them in batches; a dropped connection is resumed with
@@ -76,20 +85,21 @@ export async function follow(jobId, onEvents, signal) {
         buffer += value;
         const frames = buffer.split("\n\n");
         buffer = frames.pop();
-        const batch = [];
+        const datas = [];
+        let ended = false;
         for (const frame of frames) {
-          const data = frame.split("\n").filter((l) => l.startsWith("data: "))
-            .map((l) => l.slice(6)).join("\n");
-          if (!data) continue; // a keep-alive comment
-          if (data === "[DONE]") {
-            if (batch.length) onEvents(batch);
-            return;
-          }
-          const event = JSON.parse(data);
-          last = event.id;
-          batch.push(event);
+          const data = frameData(frame);
+          if (data === null) continue; // a keep-alive comment
+          if (data === "[DONE]") { ended = true; break; }
+          datas.push(data);
         }
-        if (batch.length) onEvents(batch);
+        if (datas.length) {
+          // One parse per read, not one per event: a replay brings thousands at a time.
+          const batch = JSON.parse(`[${datas.join(",")}]`);
+          last = batch[batch.length - 1].id;
+          onEvents(batch);
+        }
+        if (ended) return;
       }
     } catch (error) {
       if (signal.aborted) return;

@@ -9,7 +9,7 @@ const REDRAW_MS = 250;
 const COLOURS = ["#2457d6", "#e8590c", "#7048e8", "#0ca678"];
 
 export class StepChart {
-  // series: [{ key: "train_loss", label: "Training loss", sparse?: bool }]
+  // series: [{ key: "train_loss", label: "training loss", point?: bool }]
   constructor(title, series) {
     this.series = series;
     this.steps = [];
@@ -65,6 +65,14 @@ export class StepChart {
     return [x, ...ys];
   }
 
+  // Draw now what has come (the replay caught up: no need to wait for the next redraw).
+  flush() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.draw();
+    }
+  }
+
   draw() {
     this.timer = null;
     if (!window.uPlot || !this.steps.length) return;
@@ -88,7 +96,9 @@ export class StepChart {
           stroke: COLOURS[i % COLOURS.length],
           width: 1.5,
           spanGaps: true,
-          points: { show: !!s.sparse, size: 7, fill: COLOURS[i % COLOURS.length] },
+          // A lone point (the last step's full validation) must show; a series of them
+          // shows its points where uPlot finds room for them.
+          points: s.point ? { show: true, size: 8, fill: COLOURS[i % COLOURS.length] } : {},
         })),
       ],
     }, data, this.area);

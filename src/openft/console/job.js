@@ -31,13 +31,13 @@ export async function renderJob(view, jobId, signal) {
   let job = await api(`/fine_tuning/jobs/${encodeURIComponent(jobId)}`);
   const loss = new StepChart("Training and validation loss", [
     { key: "train_loss", label: "training loss" },
-    { key: "valid_loss", label: "validation loss", sparse: true },
-    { key: "full_valid_loss", label: "full validation loss", sparse: true },
+    { key: "valid_loss", label: "validation loss" },
+    { key: "full_valid_loss", label: "full validation loss", point: true },
   ]);
   const accuracy = new StepChart("Token accuracy", [
     { key: "train_mean_token_accuracy", label: "training accuracy" },
-    { key: "valid_mean_token_accuracy", label: "validation accuracy", sparse: true },
-    { key: "full_valid_mean_token_accuracy", label: "full validation accuracy", sparse: true },
+    { key: "valid_mean_token_accuracy", label: "validation accuracy" },
+    { key: "full_valid_mean_token_accuracy", label: "full validation accuracy", point: true },
   ]);
   const title = h("h1", { class: "mono" });
   const facts = h("dl", { class: "facts card" });
@@ -57,7 +57,7 @@ export async function renderJob(view, jobId, signal) {
   function showJob() {
     title.replaceChildren(job.id, " ", statusBadge(job.status));
     const end = job.finished_at || (["succeeded", "failed", "cancelled"].includes(job.status) ? null : Date.now() / 1000);
-    facts.replaceChildren(
+    facts.replaceChildren(...[
       fact("Status", job.status),
       fact("Base model", job.model),
       fact("Fine-tuned model", h("span", { class: "mono" }, job.fine_tuned_model || "—")),
@@ -71,7 +71,8 @@ export async function renderJob(view, jobId, signal) {
       fact("Training file", h("span", { class: "mono" }, job.training_file)),
       fact("Validation file", h("span", { class: "mono" }, job.validation_file || "—")),
       fact("Seed", job.seed ?? "—"),
-      job.error && job.error.message ? fact("Error", h("span", { class: "error" }, job.error.message)) : null);
+      job.error && job.error.message ? fact("Error", h("span", { class: "error" }, job.error.message)) : null,
+    ].filter(Boolean));
     actions.replaceChildren(...(ACTIONS[job.status] || []).map((action) =>
       h("button", { type: "button", class: action === "cancel" ? "danger" : "secondary",
         onclick: () => act(action) }, LABELS[action])));
@@ -135,12 +136,14 @@ export async function renderJob(view, jobId, signal) {
 
   showJob();
   showResults();
-  const [first] = await Promise.all([loadEvents(null), showCheckpoints()]);
 
   // The stream replays the log from the start (the charts' history, fetched once) and
-  // then goes on live. Events after the newest one listed are new: they go on top.
-  let newest = first.data.length ? first.data[0].id : null;
-  let live = newest === null;
+  // then goes on live. Events after the newest one of the first page are new: they go
+  // on top of the list. It starts at once; what it brings before the first page is in
+  // waits for it.
+  let newest;
+  let live = false;
+  let early = [];
   let refreshing = null;
   function refresh() {
     refreshing ??= setTimeout(async () => {
@@ -151,22 +154,35 @@ export async function renderJob(view, jobId, signal) {
       await showCheckpoints();
     }, 300);
   }
-  const onEvents = (batch) => {
-    const metrics = batch.filter((event) => event.type === "metrics");
-    loss.add(metrics);
-    accuracy.add(metrics);
+  const caughtUp = () => { loss.flush(); accuracy.flush(); };
+  const listNew = (batch) => {
     for (const event of batch) {
       if (live) {
         events.prepend(eventItem(event));
         if (event.type === "message") refresh();
       } else if (event.id === newest) {
         live = true;
+        caughtUp();
       }
     }
+  };
+  const onEvents = (batch) => {
+    const metrics = batch.filter((event) => event.type === "metrics");
+    loss.add(metrics);
+    accuracy.add(metrics);
+    if (newest === undefined) early.push(...batch);
+    else listNew(batch);
   };
   const resize = () => { loss.resize(); accuracy.resize(); };
   window.addEventListener("resize", resize);
   signal.addEventListener("abort", () => window.removeEventListener("resize", resize));
-  follow(job.id, onEvents, signal).then(() => { if (!signal.aborted) refresh(); })
-    .catch((error) => { if (!signal.aborted) events.before(errorLine(error)); });
+  const following = follow(job.id, onEvents, signal).then(() => {
+    if (!signal.aborted) { caughtUp(); refresh(); }
+  }).catch((error) => { if (!signal.aborted) events.before(errorLine(error)); });
+  const [first] = await Promise.all([loadEvents(null), showCheckpoints()]);
+  newest = first.data.length ? first.data[0].id : null;
+  live = newest === null;
+  listNew(early);
+  early = null;
+  return following;
 }

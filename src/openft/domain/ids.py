@@ -72,14 +72,18 @@ def new_key_id() -> str:
     return KEY_ID_PREFIX + random_token()
 
 
+# Base-62 digit pairs: an event id is made for every event a page or a stream sends, and
+# two digits per step halve the work.
+_PAIRS = [high + low for high in ALPHABET for low in ALPHABET]
+
+
 def _base62(number: int, width: int) -> str:
-    digits = [ALPHABET[0]] * width
-    position = width
+    """`number` in `width` base-62 digits (zero-padded; `number` < 62**width)."""
+    pairs = []
     while number:
-        position -= 1
-        number, digit = divmod(number, len(ALPHABET))
-        digits[position] = ALPHABET[digit]
-    return "".join(digits)
+        number, pair = divmod(number, len(_PAIRS))
+        pairs.append(_PAIRS[pair])
+    return "".join(reversed(pairs))[-width:].rjust(width, ALPHABET[0])
 
 
 def event_id(event_key: str, seq: int) -> str:

@@ -12,7 +12,7 @@ from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.api.schemas import CreateJobRequest
-from openft.api.sse import MEDIA_TYPE, event_stream
+from openft.api.sse import MEDIA_TYPE, accepts_gzip, event_stream, gzipped
 from openft.domain.entities import MetadataFilter
 from openft.domain.errors import InvalidRequest
 from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
@@ -214,11 +214,16 @@ async def list_events(
 ) -> Response:
     if stream or MEDIA_TYPE in request.headers.get("accept", ""):
         seen = await services.live.start(principal, fine_tuning_job_id, last_event_id)
-        return StreamingResponse(
-            event_stream(services.live, fine_tuning_job_id, seen),
-            media_type=MEDIA_TYPE,
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+        frames = event_stream(services.live, fine_tuning_job_id, seen)
+        headers = {
+            "cache-control": "no-cache",
+            "x-accel-buffering": "no",
+            "vary": "accept-encoding",
+        }
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            frames = gzipped(frames)
+            headers["content-encoding"] = "gzip"
+        return StreamingResponse(frames, media_type=MEDIA_TYPE, headers=headers)
     page = await services.events.list_async(
         principal,
         fine_tuning_job_id,
