@@ -111,6 +111,18 @@ def test_sign_in_shows_the_jobs_and_sign_out_forgets_the_key(page: Page, console
     assert page.evaluate("sessionStorage.getItem('openft.apiKey')") is None
 
 
+def test_the_keyboard_alone_signs_in_and_opens_a_job(page: Page, console: Console) -> None:
+    page.goto(console.url)
+    expect(page.get_by_label("API key")).to_be_focused()  # the page starts where one types
+    page.keyboard.type(console.server.key)
+    page.keyboard.press("Enter")
+    link = page.get_by_role("link", name=console.finished)
+    expect(link).to_be_visible()
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("img", name="Training and validation loss")).to_be_visible()
+
+
 def test_a_wrong_key_gets_a_clear_message(page: Page, console: Console) -> None:
     sign_in(page, console.url, "sk-openft-not-a-real-key")
     expect(page.get_by_role("alert")).to_contain_text("Invalid API key")

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from openft.api.sse import DONE
 from openft.domain.errors import OpenFTError
-from openft.serving.interface import Output, Piece, Usage
+from openft.serving.interface import FinishReason, Output, Usage
 from openft.wire import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -45,7 +45,7 @@ def usage_json(usage: Usage) -> CompletionUsage:
 
 async def _gather(outputs: AsyncIterator[Output], head: Header, n: int) -> ChatCompletion:
     texts = [""] * n
-    finishes: list[Piece | None] = [None] * n
+    finishes: list[FinishReason] = ["stop"] * n
     usage = Usage(0, 0)
     async for output in outputs:
         if isinstance(output, Usage):
@@ -53,7 +53,7 @@ async def _gather(outputs: AsyncIterator[Output], head: Header, n: int) -> ChatC
         else:
             texts[output.index] += output.text
             if output.finish_reason is not None:
-                finishes[output.index] = output
+                finishes[output.index] = output.finish_reason
     return {
         "id": head.id,
         "object": "chat.completion",
@@ -63,7 +63,7 @@ async def _gather(outputs: AsyncIterator[Output], head: Header, n: int) -> ChatC
             {
                 "index": index,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "finish_reason": (finish.finish_reason if finish else None) or "stop",
+                "finish_reason": finish,
                 "logprobs": None,
             }
             for index, (text, finish) in enumerate(zip(texts, finishes, strict=True))
