@@ -85,9 +85,6 @@ class Client:
                 with self._http.stream(
                     "GET", path, params={"stream": "true"}, headers=headers
                 ) as r:
-                    if r.is_error:
-                        r.read()
-                        raise ApiError(_message(r))
                     for event in _sse_objects(r):
                         if event is None:
                             return
@@ -103,9 +100,6 @@ class Client:
         `data: [DONE]` (an `error` object in the stream raises `ApiError`)."""
         try:
             with self._http.stream("POST", path, json={**body, "stream": True}) as r:
-                if r.is_error:
-                    r.read()
-                    raise ApiError(_message(r))
                 for item in _sse_objects(r):
                     if item is None:
                         return
@@ -118,7 +112,11 @@ class Client:
 
 
 def _sse_objects(response: httpx.Response) -> Iterator[dict[str, Any] | None]:
-    """The JSON of each `data:` line of a server-sent event stream; None for `[DONE]`."""
+    """The JSON of each `data:` line of a server-sent event stream; None for `[DONE]`.
+    `ApiError` with the server's message if it refused the request."""
+    if response.is_error:
+        response.read()
+        raise ApiError(_message(response))
     for line in response.iter_lines():
         if line == "data: [DONE]":
             yield None
