@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.requests import Request
 
+from openft.api.errors import error_json
 from openft.api.sse import DONE
 from openft.domain.errors import OpenFTError
 from openft.serving.interface import FinishReason, Output, Usage
@@ -151,8 +152,7 @@ async def chunks(
                 yield _chunk(head, [end], include_usage)
     except OpenFTError as exc:
         # Too late for an HTTP status: the error travels as an event, as OpenAI's does.
-        error = {"message": exc.message, "type": exc.error_type, "param": exc.param}
-        yield b"data: " + orjson.dumps({"error": {**error, "code": exc.code}}) + b"\n\n"
+        yield b"data: " + orjson.dumps(error_json(exc)) + b"\n\n"
         return
     finally:
         await outputs.aclose()  # type: ignore[attr-defined]

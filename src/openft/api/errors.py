@@ -49,6 +49,19 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def error_json(exc: OpenFTError) -> ErrorResponse:
+    """An openft error in OpenAI's envelope: a response's body, or an event in a stream
+    that has already begun."""
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.error_type,
+            "param": exc.param,
+            "code": exc.code,
+        }
+    }
+
+
 def envelope(
     status: int,
     message: str,
@@ -117,9 +130,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenFTError)
     async def _openft(request: Request, exc: OpenFTError) -> JSONResponse:
         _log_refusal(request, exc.status_code, exc.message)
-        return envelope(
-            exc.status_code, exc.message, type_=exc.error_type, param=exc.param, code=exc.code
-        )
+        return JSONResponse(error_json(exc), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,6 +14,8 @@ from openft.services.live import LiveEvents, StreamEnded
 from openft.wire import event_json
 
 MEDIA_TYPE = "text/event-stream"
+# Every stream's headers: never cached, never buffered by a proxy (nginx reads the last).
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 KEEPALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
 

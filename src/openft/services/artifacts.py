@@ -26,6 +26,10 @@ def unpacked_checkpoints_prefix(job_id: str) -> str:
     return f"serving/{job_id}"
 
 
+def unpacked_checkpoint_prefix(job_id: str, checkpoint_id: str) -> str:
+    return f"{unpacked_checkpoints_prefix(job_id)}/{checkpoint_id}"
+
+
 class Artifacts:
     def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
@@ -36,7 +40,7 @@ class Artifacts:
 
     def delete_checkpoint(self, job_id: str, checkpoint_id: str) -> None:
         self._blobs.delete(checkpoint_key(job_id, checkpoint_id))
-        self._blobs.delete_tree(f"{unpacked_checkpoints_prefix(job_id)}/{checkpoint_id}")
+        self._blobs.delete_tree(unpacked_checkpoint_prefix(job_id, checkpoint_id))
 
     def checkpoint_archive(self, job_id: str, checkpoint_id: str) -> Blob:
         return self._blobs.get(checkpoint_key(job_id, checkpoint_id))
@@ -52,7 +56,7 @@ class Artifacts:
     def checkpoint_adapter_dir(self, job_id: str, checkpoint_id: str) -> str:
         """A checkpoint's directory (its adapter among the trainer's state), unpacked from
         its archive the first time it is asked for."""
-        prefix = f"{unpacked_checkpoints_prefix(job_id)}/{checkpoint_id}"
+        prefix = unpacked_checkpoint_prefix(job_id, checkpoint_id)
         with self._unpacking:
             if not self._blobs.path(prefix).is_dir():
                 self._blobs.unpack(prefix, self.checkpoint_archive(job_id, checkpoint_id).chunks)

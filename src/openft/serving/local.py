@@ -66,7 +66,7 @@ class _Request:
 
 @dataclass
 class _Base:
-    """A loaded base model; `adapters` maps peft adapter names to their size in bytes."""
+    """A loaded base model and the LoRA adapters loaded onto it."""
 
     name: str
     model: Any
@@ -78,8 +78,9 @@ class _Base:
     # Extra arguments of each forward pass: `logits_to_keep=1` where the model takes it
     # (a long prompt's prefill then computes one row of logits, not one per token).
     extra: dict[str, Any]
-    adapters: dict[str, int] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)  # adapter: its model's name
+    # The adapters loaded on it: peft's name for each, and its model's name (sizes are
+    # kept with the engine's LRU order).
+    adapters: dict[str, str] = field(default_factory=dict)
     # Which adapter the LoRA layers use, and whether they are on (None: not known, after
     # an adapter was loaded): switched only when the next sequence needs another state.
     active: str | None = None
@@ -148,7 +149,7 @@ class LocalEngine(Engine):
     async def forget(self, fine_tuned_model: str) -> None:
         def unload() -> None:
             for base in list(self._bases.values()):
-                for key, name in list(base.names.items()):
+                for key, name in list(base.adapters.items()):
                     if name == fine_tuned_model or name.startswith(f"{fine_tuned_model}:"):
                         self._unload_adapter(base.name, key, why="deleted")
 
@@ -347,8 +348,7 @@ class LocalEngine(Engine):
             raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
         base.model.eval()
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
-        base.adapters[key] = size
-        base.names[key] = model.name
+        base.adapters[key] = model.name
         self._lru[(base.name, key)] = size
         log.info(
             "Loaded adapter %s on %s in %.3f s (%.1f MiB)",
@@ -428,8 +428,7 @@ class LocalEngine(Engine):
             # peft cannot delete a model's last adapter: take the LoRA layers out instead.
             base.model = base.model.unload()
             base.active = base.enabled = None
-        del base.adapters[key]
-        name = base.names.pop(key)
+        name = base.adapters.pop(key)
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)

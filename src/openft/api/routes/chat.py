@@ -14,7 +14,7 @@ from openft.api.completions import Header, chunks, complete
 from openft.api.errors import error_responses
 from openft.api.responses import JSON
 from openft.api.schemas import ChatCompletionRequest
-from openft.api.sse import MEDIA_TYPE
+from openft.api.sse import MEDIA_TYPE, STREAM_HEADERS
 from openft.domain import chat
 from openft.domain.ids import new_completion_id
 from openft.wire import ChatCompletion
@@ -73,5 +73,5 @@ async def create_chat_completion(
     return StreamingResponse(
         chunks(first, outputs, head, include_usage),
         media_type=MEDIA_TYPE,
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        headers=STREAM_HEADERS,
     )

@@ -12,7 +12,7 @@ from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.api.schemas import CreateJobRequest
-from openft.api.sse import MEDIA_TYPE, accepts_gzip, event_stream, gzipped
+from openft.api.sse import MEDIA_TYPE, STREAM_HEADERS, accepts_gzip, event_stream, gzipped
 from openft.domain.entities import MetadataFilter
 from openft.domain.errors import InvalidRequest
 from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
@@ -215,11 +215,7 @@ async def list_events(
     if stream or MEDIA_TYPE in request.headers.get("accept", ""):
         seen = await services.live.start(principal, fine_tuning_job_id, last_event_id)
         frames = event_stream(services.live, fine_tuning_job_id, seen)
-        headers = {
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-            "vary": "accept-encoding",
-        }
+        headers = {**STREAM_HEADERS, "vary": "accept-encoding"}
         if accepts_gzip(request.headers.get("accept-encoding", "")):
             frames = gzipped(frames)
             headers["content-encoding"] = "gzip"
