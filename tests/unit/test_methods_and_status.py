@@ -5,7 +5,7 @@ import pytest
 from openft.domain.entities import JobStatus, MethodType
 from openft.domain.errors import InvalidRequest, InvalidTransition
 from openft.domain.methods import resolve_method
-from openft.domain.status import TERMINAL, can_move, ensure_move
+from openft.domain.status import TERMINAL, can_move, ensure_move, lawful, sources
 
 
 def test_top_level_hyperparameters_mean_supervised() -> None:
@@ -65,3 +65,14 @@ def test_the_lifecycle_moves_are_allowed() -> None:
         JobStatus.PAUSED, JobStatus.QUEUED
     )
     assert not can_move(JobStatus.VALIDATING_FILES, JobStatus.RUNNING)
+
+
+def test_every_compare_and_set_expects_what_the_table_allows() -> None:
+    for source, target in itertools.product(JobStatus, JobStatus):
+        assert (source in sources(target)) == can_move(source, target)
+    running = frozenset({JobStatus.RUNNING})
+    assert lawful(running, JobStatus.QUEUED) == running  # recovery
+    with pytest.raises(ValueError, match="no move from queued, succeeded to cancelled"):
+        lawful({JobStatus.QUEUED, JobStatus.SUCCEEDED}, JobStatus.CANCELLED)
+    with pytest.raises(ValueError, match="no move from nothing"):
+        lawful(set(), JobStatus.CANCELLED)

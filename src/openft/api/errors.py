@@ -31,7 +31,7 @@ _DESCRIPTIONS = {
     401: "A missing or wrong API key",
     403: "A key whose scope does not allow the operation",
     404: "No such object in the key's project",
-    409: "The worker no longer holds the job",
+    409: "The job changed meanwhile and nothing was done (workers: the hold is lost)",
     413: "An upload over the server's limit",
     422: "A parameter of the wrong type or out of range",
     503: "The model cannot be run on this server now",

@@ -32,7 +32,7 @@ from openft.domain.entities import (
 )
 from openft.domain.errors import StoreUnavailable
 from openft.domain.ids import MAX_EVENT_SEQ
-from openft.store.jobs import job_pk
+from openft.store.jobs import held_by, job_pk
 from openft.store.schema import job_events, jobs
 
 # The events page is the hottest read in openft, so its statements are built once here
@@ -224,17 +224,27 @@ class EventQueries:
                     copy.write_row(row)
 
     def record_event_batch(
-        self, job_id: str, now: int, *, batch: int, reported_step: int, drafts: Sequence[EventDraft]
-    ) -> list[Event]:
-        events = self.append_events(job_id, drafts, now)
-        self._conn.execute(
+        self,
+        job_id: str,
+        worker_id: str,
+        now: int,
+        *,
+        batch: int,
+        reported_step: int,
+        drafts: Sequence[EventDraft],
+    ) -> list[Event] | None:
+        """The job's row first, as a compare-and-set on the holder and the batch number:
+        only if it wins (and then holds the row until commit) are the events appended."""
+        won = self._conn.execute(
             update(jobs)
-            .where(jobs.c.id == job_id)
+            .where(held_by(job_id, worker_id), jobs.c.worker_batch < batch)
             .values(
                 worker_batch=batch, reported_step=reported_step, heartbeat_at=now, updated_at=now
             )
-        )
-        return events
+        ).rowcount
+        if won != 1:
+            return None
+        return self.append_events(job_id, drafts, now)
 
     def event_log(self, job_id: str, project_id: str | None = None) -> EventLog | None:
         row = self._conn.execute(_LOG, {"job_id": job_id}).one_or_none()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, ScalarSelect, insert, select, update
+from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, insert, select, update
 
 from openft.domain.entities import (
     Control,
@@ -20,13 +20,16 @@ from openft.domain.entities import (
     Outcome,
     Page,
 )
-from openft.domain.status import TERMINAL
+from openft.domain.status import TERMINAL, lawful
 from openft.store.pages import key_of, keyset_page
 from openft.store.schema import jobs, projects
 
 _LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
 _SKIP = ("pk", "updated_at", "last_event_seq", "model_deleted_at", *_LEASE)
 _FIELDS = [c for c in jobs.c if c.name not in _SKIP] + [jobs.c[name] for name in _LEASE]
+S = JobStatus
+# A claim moves a queued job to running; the table must allow it (checked at import).
+_CLAIMED_FROM = lawful({S.QUEUED}, S.RUNNING)
 
 
 def _method_to_json(method: Method) -> dict[str, Any]:
@@ -70,6 +73,21 @@ def _to_job(row: Any) -> Job:
 
 def job_pk(job_id: Any) -> ScalarSelect[Any]:
     return key_of(jobs, job_id)
+
+
+def held_by(job_id: str, worker_id: str) -> ColumnElement[bool]:
+    """The condition every write of a worker carries in its own statement: the job is
+    running and `worker_id` holds it. A separate read could be stale by the time of the
+    write (a recovery, a cancel or a claim commits in between, on PostgreSQL)."""
+    return and_(
+        jobs.c.id == job_id,
+        jobs.c.status == S.RUNNING.value,
+        jobs.c.worker_id == worker_id,
+    )
+
+
+def _control_is(control: Control | None) -> ColumnElement[bool]:
+    return jobs.c.control.is_(None) if control is None else jobs.c.control == control.value
 
 
 def _status_change(to: JobStatus, now: int, error: JobError | None) -> dict[str, Any]:
@@ -140,19 +158,26 @@ class JobQueries:
         to: JobStatus,
         error: JobError | None = None,
     ) -> bool:
+        expected = lawful(expect, to)
         statement = (
             update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expect]))
+            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in expected]))
             .values(**_status_change(to, now, error))
         )
         return self._conn.execute(statement).rowcount == 1
 
     def set_control(
-        self, job_id: str, now: int, *, expect: JobStatus, control: Control | None
+        self,
+        job_id: str,
+        now: int,
+        *,
+        expect: JobStatus,
+        was: Control | None,
+        control: Control | None,
     ) -> bool:
         statement = (
             update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == expect.value)
+            .where(jobs.c.id == job_id, jobs.c.status == expect.value, _control_is(was))
             .values(control=control.value if control else None, updated_at=now)
         )
         return self._conn.execute(statement).rowcount == 1
@@ -203,7 +228,7 @@ class JobQueries:
         only one claimer in."""
         oldest = (
             select(jobs.c.pk)
-            .where(jobs.c.status == JobStatus.QUEUED.value)
+            .where(jobs.c.status.in_([s.value for s in _CLAIMED_FROM]))
             .order_by(jobs.c.pk)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -211,9 +236,9 @@ class JobQueries:
         )
         job_id = self._conn.execute(
             update(jobs)
-            .where(jobs.c.pk == oldest, jobs.c.status == JobStatus.QUEUED.value)
+            .where(jobs.c.pk == oldest, jobs.c.status.in_([s.value for s in _CLAIMED_FROM]))
             .values(
-                status=JobStatus.RUNNING.value,
+                status=S.RUNNING.value,
                 worker_id=worker_id,
                 heartbeat_at=now,
                 attempts=jobs.c.attempts + 1,
@@ -230,19 +255,24 @@ class JobQueries:
     def renew_lease(
         self,
         job_id: str,
+        worker_id: str,
         now: int,
         *,
         trained_tokens: int | None = None,
         estimated_finish: int | None = None,
-    ) -> None:
+    ) -> bool:
         values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
         if trained_tokens is not None:
             values["trained_tokens"] = trained_tokens
         if estimated_finish is not None:
             values["estimated_finish"] = estimated_finish
-        self._update(job_id, **values)
+        statement = update(jobs).where(held_by(job_id, worker_id)).values(**values)
+        return self._conn.execute(statement).rowcount == 1
 
-    def end_lease(self, job_id: str, worker_id: str, now: int, outcome: Outcome) -> bool:
+    def end_lease(
+        self, job_id: str, worker_id: str, now: int, outcome: Outcome, *, as_read: Job | None = None
+    ) -> bool:
+        lawful({S.RUNNING}, outcome.status)
         values = _status_change(outcome.status, now, outcome.error)
         values.update(worker_id=None, heartbeat_at=None, estimated_finish=None)
         if outcome.fine_tuned_model is not None:
@@ -251,15 +281,12 @@ class JobQueries:
             values["trained_tokens"] = outcome.trained_tokens
         if outcome.result_files:
             values["result_files"] = list(outcome.result_files)
-        statement = (
-            update(jobs)
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.status == JobStatus.RUNNING.value,
-                jobs.c.worker_id == worker_id,
+        statement = update(jobs).where(held_by(job_id, worker_id)).values(**values)
+        if as_read is not None:  # what the caller decided on must still be so
+            assert as_read.lease is not None
+            statement = statement.where(
+                jobs.c.heartbeat_at == as_read.lease.heartbeat_at, _control_is(as_read.control)
             )
-            .values(**values)
-        )
         return self._conn.execute(statement).rowcount == 1
 
     def stale_running_ids(self, heartbeat_before: int) -> list[str]:

@@ -137,7 +137,7 @@ async def retrieve_job(
     "/{fine_tuning_job_id}/cancel",
     response_model=FineTuningJob,
     operation_id="cancelFineTuningJob",
-    responses=error_responses(400, 404),
+    responses=error_responses(400, 404, 409),
 )
 def cancel_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -149,7 +149,7 @@ def cancel_job(
     "/{fine_tuning_job_id}/pause",
     response_model=FineTuningJob,
     operation_id="pauseFineTuningJob",
-    responses=error_responses(400, 404),
+    responses=error_responses(400, 404, 409),
 )
 def pause_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
@@ -161,7 +161,7 @@ def pause_job(
     "/{fine_tuning_job_id}/resume",
     response_model=FineTuningJob,
     operation_id="resumeFineTuningJob",
-    responses=error_responses(400, 404),
+    responses=error_responses(400, 404, 409),
 )
 def resume_job(
     fine_tuning_job_id: JobId, services: ServicesDep, principal: CurrentPrincipal
