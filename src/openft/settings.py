@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(default=0, ge=0)  # steps; 0: at the end of each epoch
     metrics_every: int = Field(default=1, ge=1)  # steps between metrics events
     work_dir: Path | None = None  # default: <data dir>/work
+    # Processes that train each job together on this node (torchrun beyond 1, one per
+    # GPU), and how they share the model: a copy each (ddp), or sharded (fsdp, or
+    # deepspeed: ZeRO-3) for a base model that does not fit one GPU. docs/workers.md.
+    nproc_per_node: int = Field(default=1, ge=1)
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
 
     def base_models(self, extra: list[str] | None = None) -> list[BaseModel]:
         return parse_models([self.models, *(extra or [])])

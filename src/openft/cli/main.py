@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -76,6 +76,38 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+NprocPerNode = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Processes that train each job together, through torchrun: one per GPU"
+        " [env OPENFT_NPROC_PER_NODE; default 1].",
+    ),
+]
+Distributed = Annotated[
+    Literal["ddp", "fsdp", "deepspeed"] | None,
+    typer.Option(
+        help="How several processes share the model: ddp (a copy each), fsdp or deepspeed"
+        " (ZeRO-3; sharded, for models that do not fit one GPU) [env OPENFT_DISTRIBUTED;"
+        " default ddp].",
+    ),
+]
+
+
+def _check_training(settings: Settings) -> None:
+    """Refuse to start a worker that could not run its jobs, saying why (rather than
+    failing every job it claims)."""
+    import importlib.util
+
+    if settings.nproc_per_node > 1 and importlib.util.find_spec("torch") is None:
+        raise _fail("--nproc-per-node needs torch on the worker: pip install 'openft[train]'")
+    if settings.distributed == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        raise _fail(
+            "--distributed deepspeed needs DeepSpeed on the worker (pip install deepspeed);"
+            " or use fsdp"
+        )
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -95,6 +127,8 @@ def serve(
     worker: Annotated[
         bool, typer.Option(help="Also train: run a worker inside this process.")
     ] = True,
+    nproc_per_node: NprocPerNode = None,
+    distributed: Distributed = None,
 ) -> None:
     """Run the API server (SQLite in --data-dir unless --database-url says otherwise),
     with a worker that trains queued jobs unless --no-worker."""
@@ -104,7 +138,16 @@ def serve(
     from openft.cli.wiring import build_services
 
     _configure_logging()
-    settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        nproc_per_node=nproc_per_node,
+        distributed=distributed,
+    )
+    if worker:
+        _check_training(settings)
     try:
         services = build_services(settings, settings.base_models(model or []))
     except (SchemaMismatch, ValueError) as exc:
@@ -216,12 +259,18 @@ def worker_command(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Checkpoint every N steps (0: each epoch).")
     ] = None,
+    nproc_per_node: NprocPerNode = None,
+    distributed: Distributed = None,
 ) -> None:
     """Run a worker that trains jobs for the server at --base-url, over HTTP only."""
     _configure_logging()
     settings = _settings(
-        work_dir=work_dir or Path("openft-work"), checkpoint_every=checkpoint_every
+        work_dir=work_dir or Path("openft-work"),
+        checkpoint_every=checkpoint_every,
+        nproc_per_node=nproc_per_node,
+        distributed=distributed,
     )
+    _check_training(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     name = worker_id or f"{socket.gethostname()}-{os.getpid()}"

@@ -23,6 +23,7 @@ from openft.settings import MiB, Settings
 from openft.store.database import Database, make_engine, sqlite_url
 from openft.store.local_blobs import LocalBlobs
 from openft.store.migrate import ensure_schema
+from openft.worker.launcher import launcher_for
 from openft.worker.runner import RunnerSettings
 
 
@@ -37,6 +38,8 @@ def runner_settings(settings: Settings) -> RunnerSettings:
         heartbeat_seconds=settings.heartbeat_seconds,
         metrics_every=settings.metrics_every,
         checkpoint_every=settings.checkpoint_every,
+        launcher=launcher_for(settings.nproc_per_node),
+        distributed=settings.distributed,
     )
 
 

@@ -2,7 +2,9 @@
 of their own, each a class below told apart by its `kind`.
 
 The pipe's file descriptor is in OPENFT_PROTOCOL_FD, so stdout and stderr stay free for
-the libraries' own output (which goes to the job's log).
+the libraries' own output (which goes to the job's log). A trainer started through a
+launcher that closes inherited descriptors (torchrun does) finds a named pipe's path in
+OPENFT_PROTOCOL_PATH instead. Of a job's several processes, rank 0 alone reports.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from openft.domain.entities import Control, EventLevel
 
 FD_ENV = "OPENFT_PROTOCOL_FD"
+PATH_ENV = "OPENFT_PROTOCOL_PATH"
 
 
 class Log(BaseModel):
@@ -82,7 +85,18 @@ class Reporter:
 
     @classmethod
     def from_environment(cls) -> Reporter:
-        return cls(os.fdopen(int(os.environ[FD_ENV]), "w", buffering=1))
+        if FD_ENV in os.environ:
+            return cls(os.fdopen(int(os.environ[FD_ENV]), "w", buffering=1))
+        # A named pipe the worker reads: opened without waiting, so that a worker that
+        # is gone is an error (ENXIO) here, never a trainer blocked for ever.
+        fd = os.open(os.environ[PATH_ENV], os.O_WRONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        return cls(os.fdopen(fd, "w", buffering=1))
+
+    @classmethod
+    def silent(cls) -> Reporter:
+        """The reporter of every rank but rank 0: it says nothing."""
+        return cls(open(os.devnull, "w"))
 
     def send(self, message: TrainerMessage) -> None:
         self._stream.write(message.model_dump_json() + "\n")

@@ -1,14 +1,20 @@
-"""The trainer subprocess: `python -m openft.training.run SPEC.json`.
+"""The trainer process: `python -m openft.training.run SPEC.json`.
 
 Loads the base model (a Hugging Face id or a local directory), fine-tunes a LoRA adapter
 with TRL (SFT for `supervised`, DPO for `dpo`), and reports metrics, checkpoints and the
 outcome to its worker through `protocol.Reporter`. Between steps it reads the control
 file the worker writes: "cancel" stops at once, "pause" saves a checkpoint and stops.
+
+A job on several processes (`spec.processes`, started by torchrun: docs/workers.md) runs
+this module once per rank; `distributed` says what the ranks share and how. `batch_size`
+stays the global batch, so a job's steps, curves and checkpoints have the same shape
+whatever the number of processes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import traceback
@@ -18,7 +24,10 @@ from typing import Any
 from openft.domain.chat_template import CHAT_TEMPLATE
 from openft.domain.entities import Control, MethodType
 from openft.domain.errors import InvalidFile
+from openft.training import distributed
 from openft.training.data import chat_dataset, preference_dataset
+from openft.training.distributed import Group
+from openft.training.errors import TrainingError
 from openft.training.protocol import (
     CheckpointSaved,
     Done,
@@ -31,104 +40,157 @@ from openft.training.protocol import (
 )
 from openft.training.spec import TrainingSpec
 
+__all__ = ["TrainingError", "main", "train"]
 
-class TrainingError(Exception):
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+# The control requests as numbers, so that ranks agree on one by taking the largest:
+# a cancel outranks a pause.
+_REQUESTS = {Control.PAUSE: 1, Control.CANCEL: 2}
 
 
 def _round(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _load(spec: TrainingSpec) -> tuple[Any, Any]:
+def _dtype() -> Any:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if cuda_bf16 else torch.float32
+
+
+def _load_failed(spec: TrainingSpec, exc: Exception) -> TrainingError:
+    return TrainingError(
+        "model_load_failed",
+        f"Could not load the base model from {spec.model_source!r}: {exc}. Check the "
+        "server's --model NAME=SOURCE setting and that the worker can read it.",
+    )
+
+
+def _load_tokenizer(spec: TrainingSpec) -> Any:
+    from transformers import AutoTokenizer
 
     local = Path(spec.model_source).is_dir()
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.model_source, local_files_only=local)
-        dtype = (
-            torch.bfloat16
-            if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            else torch.float32
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.model_source, local_files_only=local, dtype=dtype
-        )
     except Exception as exc:
-        raise TrainingError(
-            "model_load_failed",
-            f"Could not load the base model from {spec.model_source!r}: {exc}. Check the "
-            "server's --model NAME=SOURCE setting and that the worker can read it.",
-        ) from exc
+        raise _load_failed(spec, exc) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
-    return model, tokenizer
+    return tokenizer
 
 
-def _token_accuracy(logits: Any, labels: Any) -> tuple[int, int]:
+def _load_model(spec: TrainingSpec) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    local = Path(spec.model_source).is_dir()
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            spec.model_source, local_files_only=local, dtype=_dtype()
+        )
+    except Exception as exc:
+        raise _load_failed(spec, exc) from exc
+
+
+def _token_counts(logits: Any, labels: Any) -> tuple[int, int]:
+    """(correctly predicted, counted) label tokens of a batch."""
     predicted = logits[:, :-1].argmax(dim=-1)
     target = labels[:, 1:]
     mask = target != -100
     return int(((predicted == target) & mask).sum()), int(mask.sum())
 
 
-def _evaluate(model: Any, batches: Any) -> dict[str, float]:
-    """Mean loss and token accuracy of `model` over `batches` (SFT batches with labels)."""
-    import torch
+class Validation:
+    """Loss and token accuracy on validation examples, computed by every rank together.
 
-    was_training = model.training
-    model.eval()
-    losses, correct, counted = [], 0, 0
-    with torch.no_grad():
-        for batch in batches:
-            batch = {k: v.to(model.device) for k, v in batch.items() if hasattr(v, "to")}
-            output = model(**batch)
-            losses.append(float(output.loss))
-            right, total = _token_accuracy(output.logits, batch["labels"])
-            correct, counted = correct + right, counted + total
-    if was_training:
-        model.train()
-    return {
-        "loss": sum(losses) / max(1, len(losses)),
-        "accuracy": correct / counted if counted else 0.0,
-    }
+    Examples go in global batches of `batch_size` (as a training step takes them), each
+    split evenly over the ranks; every rank runs the same number of forward passes (a
+    sharded model's forward is a collective), and the sums are added over the ranks.
+    The loss is the mean over label tokens, so the figures do not depend on how many
+    processes computed them."""
+
+    def __init__(self, rows: list[dict[str, Any]], batch_size: int, group: Group) -> None:
+        self.rows, self.batch_size, self.group = rows, batch_size, group
+        self.batches = math.ceil(len(rows) / batch_size)
+        self._next = 0
+
+    def _batch(self, index: int) -> list[dict[str, Any]]:
+        return self.rows[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def next_batch(self, model: Any, device: Any, collate: Any) -> dict[str, float]:
+        """The next global batch (cycling through the examples), for a step's metrics."""
+        index, self._next = self._next, (self._next + 1) % self.batches
+        return self.evaluate(model, device, collate, [index])
+
+    def full(self, model: Any, device: Any, collate: Any) -> dict[str, float]:
+        return self.evaluate(model, device, collate, list(range(self.batches)))
+
+    def evaluate(
+        self, model: Any, device: Any, collate: Any, indexes: list[int]
+    ) -> dict[str, float]:
+        """`collate` turns examples into a batch: the trainer's data collator."""
+        import torch
+
+        share = self.batch_size // self.group.size
+        was_training = model.training
+        model.eval()
+        loss_sum = correct = counted = 0.0
+        with torch.no_grad():
+            for index in indexes:
+                batch = self._batch(index)
+                mine = batch[self.group.rank * share : (self.group.rank + 1) * share]
+                # A rank with nothing left in a short last batch still takes part.
+                inputs = collate(mine or batch[:1])
+                inputs = {k: v.to(device) for k, v in inputs.items() if hasattr(v, "to")}
+                output = model(**inputs)
+                if not mine:
+                    continue
+                right, total = _token_counts(output.logits, inputs["labels"])
+                loss_sum += float(output.loss) * total
+                correct, counted = correct + right, counted + total
+        if was_training:
+            model.train()
+        loss_sum, correct, counted = distributed.total(self.group, [loss_sum, correct, counted])
+        return {
+            "loss": loss_sum / counted if counted else 0.0,
+            "accuracy": correct / counted if counted else 0.0,
+        }
 
 
-def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> Any:
+def _callback(
+    spec: TrainingSpec,
+    reporter: Reporter,
+    tokens_per_epoch: int,
+    group: Group | None = None,
+    validation: Validation | None = None,
+) -> Any:
     from transformers import TrainerCallback
 
     control_file = Path(spec.control_file)
+    ranks = group or Group(0, 1, 0, "cpu", None)
 
     class Reporting(TrainerCallback):
-        """Reports metrics and checkpoints; obeys the worker's control file."""
+        """Reports metrics and checkpoints (rank 0: the other ranks' reporter is silent);
+        obeys the worker's control file, every rank at the same step."""
 
         def __init__(self) -> None:
             self.trainer: Any = None
             self.stopped: Control | None = None
-            self._valid: Any = None
             self._started = time.monotonic()
             self._last = (time.monotonic(), 0.0)
 
-        def _valid_batch(self) -> list[Any]:
-            if self.trainer.eval_dataset is None or spec.method is not MethodType.SUPERVISED:
-                return []
-            if self._valid is None:
-                self._valid = iter(self.trainer.get_eval_dataloader())
-            try:
-                return [next(self._valid)]
-            except StopIteration:
-                self._valid = iter(self.trainer.get_eval_dataloader())
-                return [next(self._valid)]
+        def _request(self) -> int:
+            text = control_file.read_text().strip() if control_file.exists() else ""
+            return _REQUESTS.get(Control(text), 0) if text in set(Control) else 0
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            request = control_file.read_text().strip() if control_file.exists() else ""
-            if request in set(Control) and self.stopped is None:
-                self.stopped = Control(request)
+            # Every rank reads the file, and all take the strongest request any of them
+            # saw: one rank stopping a step before another would leave it waiting in a
+            # collective for ever.
+            agreed = distributed.agree(ranks, self._request())
+            if agreed and self.stopped is None:
+                self.stopped = next(c for c, n in _REQUESTS.items() if n == agreed)
                 control.should_training_stop = True
                 control.should_save = self.stopped is Control.PAUSE
             return control
@@ -144,6 +206,7 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
             tokens = tokens_per_epoch * float(logs.get("epoch", 0.0))
             rate = (tokens - self._last[1]) / max(1e-9, now - self._last[0])
             self._last = (now, tokens)
+            # transformers and TRL have already averaged these over the ranks.
             data: dict[str, Any] = {
                 "step": step,
                 "total_steps": total,
@@ -162,16 +225,15 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
                 if source in logs:
                     data[name] = logs[source]
             model = kwargs.get("model")
-            batch = self._valid_batch()
-            if batch and model is not None:
-                valid = _evaluate(model, batch)
+            collate = self.trainer.data_collator
+            if validation is not None and model is not None:
+                valid = validation.next_batch(model, args.device, collate)
                 data["valid_loss"], data["valid_mean_token_accuracy"] = (
                     valid["loss"],
                     valid["accuracy"],
                 )
-            if step >= total and self.trainer.eval_dataset is not None and model is not None:
-                if spec.method is MethodType.SUPERVISED:
-                    full = _evaluate(model, self.trainer.get_eval_dataloader())
+                if step >= total:
+                    full = validation.full(model, args.device, collate)
                     data["full_valid_loss"], data["full_valid_mean_token_accuracy"] = (
                         full["loss"],
                         full["accuracy"],
@@ -184,6 +246,9 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
             )
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            # Every rank has written its part (its RNG state, its shard) before rank 0
+            # hands the directory to the worker, which packs it at once.
+            distributed.barrier(ranks)
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             last = state.log_history[-1] if state.log_history else {}
             metrics = {"step": state.global_step}
@@ -202,7 +267,26 @@ def _callback(spec: TrainingSpec, reporter: Reporter, tokens_per_epoch: int) -> 
     return Reporting()
 
 
+def per_device_batch(batch_size: int, group: Group) -> int:
+    """Each process's share of the global batch; a TrainingError if it does not divide."""
+    if batch_size % group.size:
+        raise TrainingError(
+            "invalid_batch_size",
+            f"batch_size {batch_size} cannot be shared evenly by the {group.size} processes "
+            f"this worker trains on (batch_size is the global batch). Create the job again "
+            f"with a batch_size that is a multiple of {group.size}.",
+            "hyperparameters.batch_size",
+        )
+    return batch_size // group.size
+
+
 def train(spec: TrainingSpec, reporter: Reporter) -> None:
+    group = distributed.join(spec.processes)
+    _train(spec, reporter, group)
+    distributed.leave(group)
+
+
+def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     import torch
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
@@ -210,7 +294,7 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
     hyper = spec.hyperparameters
     torch.manual_seed(spec.seed)
     reporter.send(Log(message=f"Loading base model {spec.model_source}"))
-    model, tokenizer = _load(spec)
+    tokenizer = _load_tokenizer(spec)
     max_length = hyper.max_length
     if spec.method is MethodType.DPO:
         train_rows = preference_dataset(Path(spec.training_file), "training file")
@@ -241,6 +325,7 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
             "Create the job again with a smaller batch_size, or with 'auto'.",
             "hyperparameters.batch_size",
         )
+    per_device = per_device_batch(batch_size, group)
     from datasets import Dataset
 
     train_set = Dataset.from_list(train_rows)
@@ -249,8 +334,8 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
     common: dict[str, Any] = dict(
         output_dir=spec.output_dir,
         num_train_epochs=int(hyper.n_epochs),
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=per_device,
         learning_rate=spec.learning_rate * float(hyper.learning_rate_multiplier),
         logging_steps=spec.metrics_every,
         save_strategy="steps" if spec.checkpoint_every else "epoch",
@@ -260,8 +345,18 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
         data_seed=spec.seed,
         disable_tqdm=True,
         max_length=max_length,
-        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        bf16=_dtype() == torch.bfloat16,
+        **distributed.strategy_arguments(spec.distributed, group),
     )
+    # The arguments come before the model: under ZeRO-3 they make from_pretrained load
+    # it already sharded over the ranks.
+    args: Any
+    if spec.method is MethodType.DPO:
+        assert isinstance(hyper.beta, int | float), "a DPO job's beta is resolved on claim"
+        args = DPOConfig(beta=float(hyper.beta), **common)
+    else:
+        args = SFTConfig(**common)
+    model = _load_model(spec)
     lora = LoraConfig(
         r=hyper.lora_rank,
         lora_alpha=hyper.lora_alpha,
@@ -269,38 +364,39 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
         target_modules=_targets(hyper.lora_target_modules),
         task_type="CAUSAL_LM",
     )
-    callback = _callback(spec, reporter, tokens_per_epoch)
-    trainer: Any
-    if spec.method is MethodType.DPO:
-        assert isinstance(hyper.beta, int | float), "a DPO job's beta is resolved on claim"
-        trainer = DPOTrainer(
-            model=model,
-            args=DPOConfig(beta=float(hyper.beta), **common),
-            train_dataset=train_set,
-            eval_dataset=valid_set,
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[callback],
-        )
-    else:
-        trainer = SFTTrainer(
-            model=model,
-            args=SFTConfig(**common),
-            train_dataset=train_set,
-            eval_dataset=valid_set,
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[callback],
-        )
+    validation = (
+        Validation(valid_rows, batch_size, group)
+        if valid_rows and spec.method is MethodType.SUPERVISED
+        else None
+    )
+    callback = _callback(spec, reporter, tokens_per_epoch, group, validation)
+    trainer: Any = (DPOTrainer if spec.method is MethodType.DPO else SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=valid_set,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[callback],
+    )
     callback.trainer = trainer
-    reporter.send(Log(message=f"Training on {trainer.args.device}"))
+    reporter.send(
+        Log(
+            message=f"Training on {trainer.args.device}"
+            if group.size == 1
+            else group.describe(spec.distributed)
+        )
+    )
     trainer.train(resume_from_checkpoint=spec.resume_from)
     if callback.stopped:
         reporter.send(Stopped(reason=callback.stopped))
         return
     adapter = Path(spec.output_dir) / "adapter"
-    trainer.model.save_pretrained(adapter)
-    tokenizer.save_pretrained(adapter)
+    # Every rank takes part (a sharded adapter is gathered); rank 0 writes it.
+    trainer.save_model(str(adapter))
+    distributed.barrier(group)
+    if group.leader:
+        (adapter / "training_args.bin").unlink(missing_ok=True)
     epochs = int(hyper.n_epochs)
     reporter.send(Done(trained_tokens=tokens_per_epoch * epochs, adapter=str(adapter)))
 
@@ -313,38 +409,47 @@ def _targets(value: str) -> str | list[str]:
     )
 
 
+def _failure(exc: Exception) -> Failed:
+    """What the job reports for an exception that ended its training."""
+    if isinstance(exc, TrainingError):
+        return Failed(code=exc.code, message=exc.message, param=exc.param)
+    if isinstance(exc, InvalidFile):
+        return Failed(code="invalid_training_file", message=exc.message, param="training_file")
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return Failed(
+            code="out_of_memory",
+            message=f"Training ran out of memory: {exc}. Create the job again with a "
+            "smaller batch_size (or max_length).",
+            param="hyperparameters.batch_size",
+        )
+    return Failed(code="training_error", message=f"Training failed: {type(exc).__name__}: {exc}")
+
+
 def main(argv: list[str]) -> int:
-    reporter = Reporter.from_environment()
     spec = TrainingSpec.read(Path(argv[1]))
+    # Started by torchrun (one rank of a group), not by the worker directly.
+    launched = "TORCHELASTIC_RUN_ID" in os.environ
+    if launched:
+        distributed.watch_parent()
+    # Of a job's processes, rank 0 alone reports.
+    leader = int(os.environ.get("RANK", "0")) == 0
+    reporter = Reporter.from_environment() if leader else Reporter.silent()
     try:
         train(spec, reporter)
         return 0
-    except TrainingError as exc:
-        reporter.send(Failed(code=exc.code, message=exc.message, param=exc.param))
-    except InvalidFile as exc:
-        reporter.send(
-            Failed(code="invalid_training_file", message=exc.message, param="training_file")
-        )
     except Exception as exc:
-        traceback.print_exc()
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-            reporter.send(
-                Failed(
-                    code="out_of_memory",
-                    message=f"Training ran out of memory: {exc}. Create the job again with a "
-                    "smaller batch_size (or max_length).",
-                    param="hyperparameters.batch_size",
-                )
-            )
-        else:
-            reporter.send(
-                Failed(
-                    code="training_error", message=f"Training failed: {type(exc).__name__}: {exc}"
-                )
-            )
-    return 1
+        if not isinstance(exc, TrainingError | InvalidFile):
+            traceback.print_exc()
+        failure = _failure(exc)
+        if not launched:
+            reporter.send(failure)
+            return 1
+        # In a group the launcher reports: it sees every rank's end and names the one
+        # that caused it (a rank whose collective broke because another died is not).
+        distributed.leave_cause(failure, exc, distributed.peer_lost(exc))
+        return 1
 
 
 if __name__ == "__main__":

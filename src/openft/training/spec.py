@@ -25,6 +25,11 @@ class TrainingSpec:
     metrics_every: int = 1
     checkpoint_every: int = 0  # steps; 0: at the end of each epoch
     learning_rate: float = BASE_LEARNING_RATE  # times the multiplier
+    # How many processes train the job together (one group, `batch_size` the global
+    # batch), and how they share the model: "ddp" (a copy each), "fsdp" or "deepspeed"
+    # (ZeRO-3: sharded, for base models that do not fit one device).
+    processes: int = 1
+    distributed: str = "ddp"
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

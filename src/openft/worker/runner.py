@@ -12,12 +12,9 @@ import logging
 import os
 import select
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from openft import archives
@@ -28,6 +25,7 @@ from openft.domain.hyperparameters import BASE_LEARNING_RATE
 from openft.training import protocol
 from openft.training.spec import TrainingSpec
 from openft.worker.client import WorkerClient, WorkerProtocolError
+from openft.worker.launcher import Launcher, LocalLauncher, RunningTrainer, drain
 from openft.worker.protocol import ClaimReply, Heartbeat
 
 log = logging.getLogger(__name__)
@@ -45,6 +43,10 @@ class RunnerSettings:
     metrics_every: int = 1
     checkpoint_every: int = 0
     learning_rate: float = BASE_LEARNING_RATE
+    # Where and on how many processes each job trains (worker/launcher.py), and how
+    # several processes share the model: "ddp", "fsdp" or "deepspeed" (ZeRO-3).
+    launcher: Launcher = field(default_factory=LocalLauncher)
+    distributed: str = "ddp"
 
 
 class JobRunner:
@@ -72,7 +74,7 @@ class JobRunner:
         self._lease_lost = threading.Event()
         # Set by the heartbeat thread when the server refused a heartbeat for good.
         self._failure: WorkerProtocolError | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._trainer: RunningTrainer | None = None
 
     # -- events --------------------------------------------------------------------------
 
@@ -128,6 +130,8 @@ class JobRunner:
             metrics_every=self.settings.metrics_every,
             checkpoint_every=self.settings.checkpoint_every,
             learning_rate=self.settings.learning_rate,
+            processes=self.settings.launcher.processes,
+            distributed=self.settings.distributed,
         )
 
     # -- supervising -------------------------------------------------------------------
@@ -135,7 +139,7 @@ class JobRunner:
     def _heartbeats(self) -> None:
         """Renew the lease; pass a cancel or pause on to the trainer, by force if need be."""
         asked_at: float | None = None
-        while self._process is not None and self._process.poll() is None:
+        while self._trainer is not None and self._trainer.poll() is None:
             if self._stop.is_set():
                 self._kill()
                 return
@@ -161,14 +165,9 @@ class JobRunner:
             self._stop.wait(self.settings.heartbeat_seconds if asked_at is None else 1.0)
 
     def _kill(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if self._trainer is not None:
+            # Several processes pass the signal on to their ranks first: a little longer.
+            self._trainer.stop(grace=5 if self.settings.launcher.processes == 1 else 15)
 
     def _handle(self, message: protocol.TrainerMessage) -> bool:
         """Relay one trainer message; True once the job has been finished at the server."""
@@ -231,29 +230,21 @@ class JobRunner:
     def _run(self) -> None:
         spec = self._prepare()
         spec.write(self.dir / "spec.json")
-        read_fd, write_fd = os.pipe()
-        with open(self.dir / "trainer.log", "wb") as trainer_log:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "openft.training.run", str(self.dir / "spec.json")],
-                pass_fds=(write_fd,),
-                env={**os.environ, protocol.FD_ENV: str(write_fd)},
-                stdout=trainer_log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-            )
-        os.close(write_fd)
+        trainer = self._trainer = self.settings.launcher.start(
+            self.dir / "spec.json", self.dir, self.dir / "trainer.log"
+        )
         heartbeats = threading.Thread(
             target=self._heartbeats, name=f"heartbeat-{self.job_id}", daemon=True
         )
         heartbeats.start()
         try:
-            finished = self._relay(read_fd)
+            finished = self._relay(trainer)
         except BaseException:
             self._kill()
             raise
         finally:
-            os.close(read_fd)
-            code = self._process.wait()
+            code = trainer.wait()
+            trainer.close()
             heartbeats.join(timeout=self.settings.heartbeat_seconds + 5)
             self._clean_up()
         if self._failure is not None:
@@ -283,18 +274,29 @@ class JobRunner:
         for name in ("inputs", "out"):
             shutil.rmtree(self.dir / name, ignore_errors=True)
 
-    def _relay(self, read_fd: int) -> bool:
+    def _relay(self, trainer: RunningTrainer) -> bool:
+        """Handle the trainer's reports until one finishes the job (True), or until the
+        trainer has ended (its channel closed, or its processes gone) without one."""
         buffer = b""
         while True:
-            ready, _, _ = select.select([read_fd], [], [], FLUSH_SECONDS)
+            ready, _, _ = select.select([trainer.reports], [], [], FLUSH_SECONDS)
             if ready:
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    return False
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip() and self._handle(protocol.parse(line)):
-                        return True
+                try:
+                    chunk = os.read(trainer.reports, 1 << 16)
+                except BlockingIOError:
+                    continue
+                ended = not chunk
+            elif trainer.poll() is not None:
+                # Ended: what it wrote just before is still to be read.
+                chunk, ended = drain(trainer.reports), True
+            else:
+                chunk, ended = b"", False
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip() and self._handle(protocol.parse(line)):
+                    return True
+            if ended:
+                return False
             if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self._flush()
