@@ -22,6 +22,7 @@ from openft.testing.databases import (
     drop_postgres_database,
     postgres_admin_url,
 )
+from openft.testing.s3 import S3Server, seaweed
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 SESSION_ENV = "OPENFT_TEST_SESSION"
@@ -108,6 +109,23 @@ def services(database_url: str, tmp_path: Path) -> Iterator[Services]:
 def principal(services: Services) -> Principal:
     _key, record = services.keys.create("acme", KeyScope.PROJECT)
     return record.principal
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS) on loopback for the whole session; each test takes a
+    prefix of its own in its bucket (`s3_url`)."""
+    with seaweed(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`s3://BUCKET/PREFIX`, a prefix for this test alone, with the AWS variables that
+    reach the server set for this process (and the servers it starts)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.url(f"test-{secrets.token_hex(6)}")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # Where tarfile has extraction filters (3.11.4 and later), "data" checks once more what
 # `_check` already did, and keeps 3.12+ from warning about unfiltered extraction.
@@ -36,6 +37,18 @@ def _check(member: tarfile.TarInfo) -> None:
         raise UnsafeArchive(f"archive member {member.name!r} points outside its directory")
     if not (member.isfile() or member.isdir()):
         raise UnsafeArchive(f"archive member {member.name!r} is not a file or a directory")
+
+
+def check(stream: BinaryIO) -> None:
+    """Read a tar.gz once as a stream and refuse it (UnsafeArchive) if `unpack` would,
+    or if it is not a readable tar.gz at all: what a worker uploads is checked so before
+    it is stored, and the whole archive is refused, naming the member."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+            for member in tar:
+                _check(member)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise UnsafeArchive(f"not a readable tar.gz archive ({exc})") from None
 
 
 def unpack(archive: Path, target: Path) -> None:

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # The SQLite database (unless `database_url` names another) and the blobs live here.
     data_dir: Path = Path("openft-data")
     database_url: str | None = None
+    # Where blobs (uploaded files, checkpoints, adapters, results) live: the data directory
+    # by default, or s3://BUCKET[/PREFIX] (endpoint and credentials from the AWS_*
+    # variables), which every API replica and worker then shares.
+    blob_url: str | None = None
+    # Adapters and checkpoints unpacked for inference are cached locally up to this size.
+    cache_mb: int = Field(default=10240, ge=1)
     # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
     models: str = ""
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)

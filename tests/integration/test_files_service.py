@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from openft.domain.entities import FileFormat, Principal
-from openft.domain.errors import InvalidFile, InvalidRequest, PayloadTooLarge
+from openft.domain.errors import BlobMissing, InvalidFile, InvalidRequest, PayloadTooLarge
 from openft.services.container import Services
 from openft.services.files import FileService
 from openft.services.jobs import NewJob
@@ -66,7 +66,7 @@ def test_files_in_use_by_an_active_job_cannot_be_deleted(
         services.files.delete(principal, train)
     services.jobs.cancel(principal, job.id)
     services.files.delete(principal, train)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BlobMissing):
         services.files.blob(train)
 
 

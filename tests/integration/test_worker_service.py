@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from openft.domain.entities import EventDraft, EventType, JobStatus, Principal
-from openft.domain.errors import LeaseLost, NotFound
+from openft.domain.errors import BlobMissing, LeaseLost, NotFound
 from openft.domain.messages import step_metrics
 from openft.services.container import Services
 from openft.services.jobs import NewJob
@@ -176,7 +176,7 @@ def test_only_the_newest_checkpoints_are_kept_and_the_older_archives_removed(
     for gone in made[:2]:
         with pytest.raises(NotFound):
             services.worker.checkpoint_archive(job_id, "w1", gone.id)
-        with pytest.raises(FileNotFoundError):
+        with pytest.raises(BlobMissing):
             services.worker.artifacts.checkpoint_archive(job_id, gone.id)
     kept = b"".join(services.worker.checkpoint_archive(job_id, "w1", made[-1].id).chunks)
     assert kept == b"10"

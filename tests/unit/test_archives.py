@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from openft import archives
-from openft.store.local_blobs import LocalBlobs
+from openft.unpacked import UnpackedCache
 
 
 def archive_of(tmp_path: Path, *members: tarfile.TarInfo, data: bytes = b"x") -> Path:
@@ -62,16 +62,34 @@ def test_an_unsafe_member_refuses_the_whole_archive(tmp_path: Path, bad: tarfile
     assert not (tmp_path / "out" / "escaped").exists() and not (tmp_path / "escaped").exists()
 
 
-def test_the_blob_store_keeps_nothing_of_a_refused_archive(tmp_path: Path) -> None:
-    blobs = LocalBlobs(tmp_path / "blobs")
-    blobs.unpack("models/job/adapter", [member_bytes(tmp_path, member("fine.txt"))])
-    assert (blobs.path("models/job/adapter") / "fine.txt").read_bytes() == b"x"
+def test_the_cache_keeps_nothing_of_a_refused_archive(tmp_path: Path) -> None:
+    cache = UnpackedCache(tmp_path / "cache", max_bytes=1 << 20)
+    good = member_bytes(tmp_path, member("fine.txt"))
+    directory = cache.directory("models/job/adapter", lambda: [good])
+    assert (directory / "fine.txt").read_bytes() == b"x"
     unsafe = member_bytes(tmp_path, member("../../escaped"))
     with pytest.raises(archives.UnsafeArchive):
-        blobs.unpack("models/job/adapter", [unsafe])
-    # The adapter that was there stays whole, and nothing else is left behind.
-    assert sorted(p.name for p in blobs.path("models/job").iterdir()) == ["adapter"]
-    assert (blobs.path("models/job/adapter") / "fine.txt").read_bytes() == b"x"
+        cache.directory("models/job/other", lambda: [unsafe])
+    # The entry that was there stays whole, and nothing else is left behind.
+    assert sorted(p.name for p in (tmp_path / "cache" / "models" / "job").iterdir()) == ["adapter"]
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache" / "escaped").exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [member("../escaped"), member("/etc/passwd"), member("link", tarfile.SYMTYPE, "/etc")],
+    ids=lambda m: m.name,
+)
+def test_check_refuses_what_unpack_would_refuse(tmp_path: Path, bad: tarfile.TarInfo) -> None:
+    with pytest.raises(archives.UnsafeArchive, match=bad.name):
+        archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"), bad)))
+    archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"))))
+
+
+@pytest.mark.parametrize("data", [b"", b"not gzip at all", b"\x1f\x8b\x08\x00garbage"])
+def test_check_refuses_what_is_not_a_tar_gz(data: bytes) -> None:
+    with pytest.raises(archives.UnsafeArchive, match=r"not a readable tar\.gz"):
+        archives.check(io.BytesIO(data))
 
 
 def member_bytes(tmp_path: Path, *members: tarfile.TarInfo) -> bytes:

@@ -34,8 +34,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+blobs_app = typer.Typer(help="The blob store (files, checkpoints, adapters).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(blobs_app, name="blobs")
 # The user's commands: HTTP clients of a server's public API.
 app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
@@ -55,6 +57,14 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option(
         help="sqlite:///PATH or postgresql+psycopg://USER@HOST/DB [env OPENFT_DATABASE_URL]."
+    ),
+]
+BlobUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="Where files, checkpoints and adapters live: s3://BUCKET[/PREFIX] (endpoint and"
+        " credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
+        " AWS_REGION) or a directory [env OPENFT_BLOB_URL; default: the data dir]."
     ),
 ]
 
@@ -116,6 +126,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [env OPENFT_PORT; default 8000].")] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    blob_url: BlobUrl = None,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -143,6 +154,7 @@ def serve(
         port=port,
         data_dir=data_dir,
         database_url=database_url,
+        blob_url=blob_url,
         nproc_per_node=nproc_per_node,
         distributed=distributed,
     )
@@ -380,6 +392,42 @@ def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> No
     upgrade(engine)
     typer.echo(f"schema: {before or 'empty'} -> {head_revision()}")
     engine.dispose()
+
+
+@blobs_app.command("migrate")
+def blobs_migrate(
+    to: Annotated[str, typer.Option(help="The new blob store: s3://BUCKET[/PREFIX].")],
+    data_dir: DataDir = None,
+    blob_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The blob store to copy from [env OPENFT_BLOB_URL; default: the data dir]."
+        ),
+    ] = None,
+) -> None:
+    """Copy every blob into another store, verifying each copy's size and SHA-256.
+    Resumable: blobs already there intact are skipped. Then serve with --blob-url TO."""
+    from openft.services.blob_migration import migrate
+    from openft.store.blob_stores import open_blobs
+
+    _configure_logging()
+    settings = _settings(data_dir=data_dir, blob_url=blob_url)
+    try:
+        source = open_blobs(settings.blob_url, settings.data_dir)
+        target = open_blobs(to, settings.data_dir)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if source.url == target.url:
+        raise _fail(f"--to names the store blobs are copied from ({source.url})")
+
+    def progress(key: str, copied: bool) -> None:
+        typer.echo(f"{'copied' if copied else 'already there'}: {key}")
+
+    report = migrate(source, target, progress)
+    typer.echo(
+        f"{report.copied} copied, {report.skipped} already there, "
+        f"{report.bytes} bytes verified in {target.url}"
+    )
 
 
 if __name__ == "__main__":

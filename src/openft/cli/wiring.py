@@ -20,9 +20,10 @@ from openft.serving.interface import Engine, NoEngine
 from openft.serving.local import LocalEngine
 from openft.serving.vllm import VllmEngine
 from openft.settings import MiB, Settings
+from openft.store.blob_stores import open_blobs
 from openft.store.database import Database, make_engine, sqlite_url
-from openft.store.local_blobs import LocalBlobs
 from openft.store.migrate import ensure_schema
+from openft.unpacked import UnpackedCache
 from openft.worker.launcher import launcher_for
 from openft.worker.runner import RunnerSettings
 
@@ -64,11 +65,13 @@ def build_services(
     engine = make_engine(database_url(settings))
     ensure_schema(engine)
     db = Database(engine)
-    blobs = LocalBlobs(settings.data_dir)
+    blobs = open_blobs(settings.blob_url, settings.data_dir)
     files = FileService(db, blobs, settings.max_upload_bytes, clock)
     if base_models is None:
         base_models = settings.base_models()
-    artifacts = Artifacts(blobs)
+    artifacts = Artifacts(
+        blobs, UnpackedCache(settings.data_dir / "cache", settings.cache_mb * MiB)
+    )
     models = ModelService(db, base_models, clock(), artifacts, clock)
     return Services(
         db=db,

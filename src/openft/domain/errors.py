@@ -9,9 +9,12 @@ OpenFTError
  ├── PermissionDenied        403  a key whose scope does not allow the operation
  ├── NotFound                404  unknown (or other project's) job, file or model
  ├── LeaseLost               409  the worker no longer holds the job it reports into
+ ├── JobChanged              409  the job changed while the request was handled: nothing was done
  ├── PayloadTooLarge         413  an upload over the configured size limit
  ├── StoreUnavailable        503  the database cannot be reached: retry later
+ │    └── BlobUnavailable    503  the blob store cannot be reached or refuses access
  ├── ModelUnavailable        503  this server cannot load or run the model asked for
+ ├── BlobMissing             500  a stored object that a record points at is not there
  └── SchemaMismatch          500  the database schema is not the one this code knows"""
 
 from __future__ import annotations
@@ -74,6 +77,15 @@ class LeaseLost(OpenFTError):
     default_code = "lease_lost"
 
 
+class JobChanged(OpenFTError):
+    """A request lost a race: the job changed between reading and writing, and the
+    request changed nothing. 409, as a conflict with the job's current state."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    default_code = "job_status_changed"
+
+
 class PayloadTooLarge(OpenFTError):
     status_code = 413
     error_type = "invalid_request_error"
@@ -86,6 +98,24 @@ class StoreUnavailable(OpenFTError):
     status_code = 503
     error_type = "server_error"
     default_code = "store_unavailable"
+
+
+class BlobUnavailable(StoreUnavailable):
+    """The blob store (a local directory or a bucket) failed: nothing was changed, and
+    the same request may succeed later."""
+
+    default_code = "blob_store_unavailable"
+
+
+class BlobMissing(OpenFTError):
+    """An object a record points at is not in the blob store: lost storage or a store
+    pointed at the wrong bucket, never a deletion (deleted records are gone first)."""
+
+    default_code = "blob_missing"
+
+    def __init__(self, key: str, store: str) -> None:
+        super().__init__(f"The stored object {key!r} is missing from the blob store {store}.")
+        self.key = key
 
 
 class ModelUnavailable(OpenFTError):

@@ -1,69 +1,68 @@
-"""Training artifacts as blobs: checkpoint archives and final LoRA adapters.
+"""Training artifacts: checkpoint archives and fine-tuned LoRA adapters.
 
-checkpoints/<job id>/<checkpoint id>.tar.gz   what a worker resumes from
-models/<job id>/adapter/                      the fine-tuned adapter (peft's files)
-serving/<job id>/<checkpoint id>/             a checkpoint unpacked for inference
+In the blob store (shared by every replica and worker):
+    checkpoints/<job id>/<checkpoint id>.tar.gz   a checkpoint: what a worker resumes from
+    models/<job id>/adapter.tar.gz                the fine-tuned adapter (peft's files)
+
+In this process's local cache (a copy, unpacked on first use, for inference engines):
+    models/<job id>/adapter/                      the adapter, unpacked
+    checkpoints/<job id>/<checkpoint id>/         a checkpoint, unpacked
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from openft.domain.entities import Blob
 from openft.store.interface import BlobStore
+from openft.unpacked import UnpackedCache
 
 
 def checkpoint_key(job_id: str, checkpoint_id: str) -> str:
     return f"checkpoints/{job_id}/{checkpoint_id}.tar.gz"
 
 
-def adapter_prefix(job_id: str) -> str:
-    return f"models/{job_id}/adapter"
-
-
-def unpacked_checkpoints_prefix(job_id: str) -> str:
-    return f"serving/{job_id}"
-
-
-def unpacked_checkpoint_prefix(job_id: str, checkpoint_id: str) -> str:
-    return f"{unpacked_checkpoints_prefix(job_id)}/{checkpoint_id}"
+def adapter_key(job_id: str) -> str:
+    return f"models/{job_id}/adapter.tar.gz"
 
 
 class Artifacts:
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, cache: UnpackedCache) -> None:
         self._blobs = blobs
-        self._unpacking = threading.Lock()
+        self._cache = cache
 
     def save_checkpoint(self, job_id: str, checkpoint_id: str, chunks: Iterable[bytes]) -> None:
         self._blobs.put(checkpoint_key(job_id, checkpoint_id), chunks)
 
     def delete_checkpoint(self, job_id: str, checkpoint_id: str) -> None:
         self._blobs.delete(checkpoint_key(job_id, checkpoint_id))
-        self._blobs.delete_tree(unpacked_checkpoint_prefix(job_id, checkpoint_id))
+        self._cache.discard(f"checkpoints/{job_id}/{checkpoint_id}")
 
     def checkpoint_archive(self, job_id: str, checkpoint_id: str) -> Blob:
         return self._blobs.get(checkpoint_key(job_id, checkpoint_id))
 
     def save_adapter(self, job_id: str, archive: Iterable[bytes]) -> None:
-        """Unpack a tar.gz of the adapter directory into place (replacing an older one)."""
-        self._blobs.unpack(adapter_prefix(job_id), archive)
+        """Store the tar.gz of the adapter directory (replacing an older one)."""
+        self._blobs.put(adapter_key(job_id), archive)
+        self._cache.discard(f"models/{job_id}")
 
     def adapter_dir(self, job_id: str) -> str:
         """The directory of the job's fine-tuned adapter, for an inference engine."""
-        return str(self._blobs.path(adapter_prefix(job_id)))
+        key = adapter_key(job_id)
+        return str(self._cache.directory(f"models/{job_id}/adapter", self._chunks(key)))
 
     def checkpoint_adapter_dir(self, job_id: str, checkpoint_id: str) -> str:
-        """A checkpoint's directory (its adapter among the trainer's state), unpacked from
-        its archive the first time it is asked for."""
-        prefix = unpacked_checkpoint_prefix(job_id, checkpoint_id)
-        with self._unpacking:
-            if not self._blobs.path(prefix).is_dir():
-                self._blobs.unpack(prefix, self.checkpoint_archive(job_id, checkpoint_id).chunks)
-        return str(self._blobs.path(prefix))
+        """A checkpoint's directory (its adapter among the trainer's state)."""
+        key = checkpoint_key(job_id, checkpoint_id)
+        entry = f"checkpoints/{job_id}/{checkpoint_id}"
+        return str(self._cache.directory(entry, self._chunks(key)))
 
     def delete_adapters(self, job_id: str) -> None:
-        """Remove the job's fine-tuned adapter and its checkpoints' unpacked copies (the
-        checkpoint archives stay: they are the job's history)."""
-        self._blobs.delete_tree(adapter_prefix(job_id))
-        self._blobs.delete_tree(unpacked_checkpoints_prefix(job_id))
+        """Remove the job's fine-tuned adapter and every unpacked copy of it and of its
+        checkpoints here (the checkpoint archives stay: they are the job's history)."""
+        self._blobs.delete(adapter_key(job_id))
+        self._cache.discard(f"models/{job_id}")
+        self._cache.discard(f"checkpoints/{job_id}")
+
+    def _chunks(self, key: str) -> Callable[[], Iterable[bytes]]:
+        return lambda: self._blobs.get(key).chunks

@@ -49,7 +49,7 @@ class FileService:
         self._clock = clock
 
     def blob(self, file_id: str) -> Blob:
-        """The file's bytes; FileNotFoundError if they are gone."""
+        """The file's bytes (`BlobMissing` if the store lost them)."""
         return self._blobs.get(blob_key(file_id))
 
     def _too_large(self) -> PayloadTooLarge:
@@ -186,7 +186,4 @@ class FileService:
 
     def content(self, principal: Principal, file_id: str) -> tuple[StoredFile, Blob]:
         record = self.get(principal, file_id)
-        try:
-            return record, self.blob(file_id)
-        except FileNotFoundError:
-            raise file_not_found(file_id) from None
+        return record, self.blob(file_id)

@@ -24,10 +24,10 @@ from openft.domain.entities import (
     Page,
     Principal,
 )
-from openft.domain.errors import InvalidCursor, InvalidFile, InvalidRequest
+from openft.domain.errors import BlobMissing, InvalidCursor, InvalidFile, InvalidRequest
 from openft.domain.ids import new_event_key, new_job_id
 from openft.domain.methods import resolve_method
-from openft.domain.status import TERMINAL, ensure_move, refusal
+from openft.domain.status import TERMINAL, changed_meanwhile, ensure_move, refusal
 from openft.domain.validation import FileValidator
 from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
@@ -175,8 +175,8 @@ class JobService:
             for block in self._files.blob(file_id).chunks:
                 validator.feed(block)
             validator.finish(min_examples)
-        except FileNotFoundError:
-            detail = f"File {file_id} was deleted before the job could read it."
+        except BlobMissing as exc:
+            detail = f"The contents of file {file_id} could not be read: {exc.message}"
         except InvalidFile as exc:
             detail = exc.message
         else:
@@ -228,7 +228,12 @@ class JobService:
     # -- controlling ----------------------------------------------------------
 
     def _control(self, principal: Principal, job_id: str, action: str, decide: Decision) -> Job:
-        """Apply what `decide(job)` returns as one compare-and-set with its event."""
+        """Apply what `decide(job)` returns as one compare-and-set with its event.
+
+        The decision rests on the job as read; on PostgreSQL a worker may claim, finish
+        or stop it before the write. The write then compares with what was read and
+        loses: nothing is written (no event, no webhook) and the caller learns what the
+        job is now, instead of a success for a change that did not happen."""
         now = self._clock()
         with self._db.write() as tx:
             job = tx.get_job(job_id, principal.project_id)
@@ -240,10 +245,17 @@ class JobService:
             change, draft = decided
             if isinstance(change, Move):
                 ensure_move(job.id, job.status, change.status, action)
-                tx.move_job(job_id, now, expect=frozenset({job.status}), to=change.status)
-                queue_terminal(tx, job.project_id, job_id, change.status, now)
+                won = tx.move_job(job_id, now, expect=frozenset({job.status}), to=change.status)
             else:
-                tx.set_control(job_id, now, expect=job.status, control=change.control)
+                won = tx.set_control(
+                    job_id, now, expect=job.status, was=job.control, control=change.control
+                )
+            if not won:
+                now_is = tx.get_job(job_id)  # READ COMMITTED: sees what beat us
+                assert now_is is not None  # jobs are never deleted
+                raise changed_meanwhile(job_id, action, now_is.status, now_is.control)
+            if isinstance(change, Move):
+                queue_terminal(tx, job.project_id, job_id, change.status, now)
             tx.append_events(job_id, [draft], now)
             changed = tx.get_job(job_id)
             assert changed is not None

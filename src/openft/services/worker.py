@@ -4,6 +4,12 @@ A worker holds a running job through its lease (`worker_id` and `heartbeat_at` o
 job). Every call but `claim` names the worker and is refused with `LeaseLost` once the
 lease is gone (the job was recovered, cancelled or finished), so a worker that was
 presumed dead and comes back cannot write into a job another worker now runs.
+
+A check in one statement and a write in the next would race on PostgreSQL (a recovery
+commits in between), so each write carries the hold in its own statement, a
+compare-and-set whose rowcount is checked: one that loses writes nothing, and the
+transaction is rolled back with `LeaseLost`. Once such a write wins, the job's row is
+this transaction's until it ends, so what the transaction reads after it is current.
 """
 
 from __future__ import annotations
@@ -116,13 +122,51 @@ class WorkerService:
         return job
 
     @staticmethod
+    def _lost(tx: Transaction, job_id: str, worker_id: str) -> LeaseLost | NotFound:
+        """After a write that carried the hold lost: why, as the job now is."""
+        job = tx.get_job(job_id)
+        return job_not_found(job_id) if job is None else _lease_lost(job, worker_id)
+
+    @classmethod
+    def _renew(
+        cls,
+        tx: Transaction,
+        job_id: str,
+        worker_id: str,
+        now: int,
+        *,
+        trained_tokens: int | None = None,
+        estimated_finish: int | None = None,
+    ) -> Job:
+        """Renew the hold (the checked write), then read the job under the row lock it
+        took: its pending request is the latest, and stays so until the commit."""
+        if not tx.renew_lease(
+            job_id,
+            worker_id,
+            now,
+            trained_tokens=trained_tokens,
+            estimated_finish=estimated_finish,
+        ):
+            raise cls._lost(tx, job_id, worker_id)
+        job = tx.get_job(job_id)
+        assert job is not None
+        return job
+
+    @classmethod
     def _end(
-        tx: Transaction, job: Job, worker_id: str, now: int, outcome: Outcome, *drafts: EventDraft
+        cls,
+        tx: Transaction,
+        job: Job,
+        worker_id: str,
+        now: int,
+        outcome: Outcome,
+        *drafts: EventDraft,
+        as_read: Job | None = None,
     ) -> Job:
         """End the worker's hold: move the job to `outcome`, announce it with `drafts` in
         the same transaction, and return the job as it now is."""
-        if not tx.end_lease(job.id, worker_id, now, outcome):
-            raise _lease_lost(job, worker_id)
+        if not tx.end_lease(job.id, worker_id, now, outcome, as_read=as_read):
+            raise cls._lost(tx, job.id, worker_id)
         tx.append_events(job.id, drafts, now)
         queue_terminal(tx, job.project_id, job.id, outcome.status, now)
         ended = tx.get_job(job.id)
@@ -175,9 +219,13 @@ class WorkerService:
         """Renew the lease; return the pending control request, if any."""
         now = self._clock()
         with self._db.write() as tx:
-            job = self._held(tx, job_id, worker_id)
-            tx.renew_lease(
-                job_id, now, trained_tokens=trained_tokens, estimated_finish=estimated_finish
+            job = self._renew(
+                tx,
+                job_id,
+                worker_id,
+                now,
+                trained_tokens=trained_tokens,
+                estimated_finish=estimated_finish,
             )
             return job.control
 
@@ -203,7 +251,12 @@ class WorkerService:
                         continue
                     reported = step
                 fresh.append(draft)
-            tx.record_event_batch(job_id, now, batch=batch, reported_step=reported, drafts=fresh)
+            applied = tx.record_event_batch(
+                job_id, worker_id, now, batch=batch, reported_step=reported, drafts=fresh
+            )
+            if applied is None:  # lost: the hold went meanwhile (raises), or a retry raced
+                self._held(tx, job_id, worker_id)
+                return False
             return True
 
     def add_checkpoint(
@@ -230,7 +283,8 @@ class WorkerService:
         self.artifacts.save_checkpoint(job_id, checkpoint.id, archive)
         try:
             with self._db.write() as tx:
-                self._held(tx, job_id, worker_id)
+                # An upload is a sign of life too; the renewal guards the inserts below.
+                self._renew(tx, job_id, worker_id, self._clock())
                 tx.insert_checkpoint(checkpoint)
                 tx.append_events(
                     job_id, [messages.checkpoint_created(step, name)], checkpoint.created_at
@@ -288,7 +342,8 @@ class WorkerService:
         """The worker stopped the job as its control asked: it is now cancelled or paused."""
         now = self._clock()
         with self._db.write() as tx:
-            job = self._held(tx, job_id, worker_id)
+            # Under the renewal's row lock, a cancel cannot replace the pause read here.
+            job = self._renew(tx, job_id, worker_id, now)
             return self._end(tx, job, worker_id, now, *stop_outcome(job.control))
 
     # -- recovery ------------------------------------------------------------------------
@@ -312,10 +367,12 @@ class WorkerService:
                 if lease.heartbeat_at >= now - self.heartbeat_timeout:
                     return False  # it spoke up since we looked
                 outcome, draft = self._recovery(job.control, lease.attempts)
-                self._end(tx, job, lease.worker_id, now, outcome, draft)
+                # The outcome rests on the silence and the request read above: the move
+                # compares both, so a heartbeat, a report or a cancel in between wins.
+                self._end(tx, job, lease.worker_id, now, outcome, draft, as_read=job)
                 return True
         except LeaseLost:
-            return False  # its worker finished it meanwhile
+            return False  # its worker spoke up or finished it meanwhile, or it was asked
 
     def _recovery(self, control: Control | None, attempts: int) -> tuple[Outcome, EventDraft]:
         """What a job whose worker went silent becomes."""
@@ -338,10 +395,7 @@ class WorkerService:
             job = self._held(tx, job_id, worker_id)
         if file_id not in (job.training_file, job.validation_file):
             raise NotFound(f"File {file_id} is not an input of job {job_id}.", param="file_id")
-        try:
-            return self._files.blob(file_id)
-        except FileNotFoundError:
-            raise NotFound(f"File {file_id} has been deleted.", param="file_id") from None
+        return self._files.blob(file_id)
 
     def checkpoint_archive(self, job_id: str, worker_id: str, checkpoint_id: str) -> Blob:
         with self._db.read() as tx:

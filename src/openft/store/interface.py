@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 from openft.domain.entities import (
@@ -132,13 +131,21 @@ class Transaction(ABC):
         error: JobError | None = None,
     ) -> bool:
         """Compare-and-set the job's status from one of `expect` to `to` (finished now if
-        `to` is terminal; any control request is dropped). Whether this call won."""
+        `to` is terminal; any control request is dropped). Whether this call won.
+        ValueError if the status table has no move from each of `expect` to `to`."""
 
     @abstractmethod
     def set_control(
-        self, job_id: str, now: int, *, expect: JobStatus, control: Control | None
+        self,
+        job_id: str,
+        now: int,
+        *,
+        expect: JobStatus,
+        was: Control | None,
+        control: Control | None,
     ) -> bool:
-        """Set (or clear) the request the job's worker acts on, while its status is `expect`."""
+        """Compare-and-set the request the job's worker acts on (None clears it), while
+        the job's status is `expect` and its request still `was`. Whether this call won."""
 
     @abstractmethod
     def fine_tuned_models(self, project_id: str) -> list[tuple[str, int]]:
@@ -167,24 +174,40 @@ class Transaction(ABC):
     def renew_lease(
         self,
         job_id: str,
+        worker_id: str,
         now: int,
         *,
         trained_tokens: int | None = None,
         estimated_finish: int | None = None,
-    ) -> None:
-        """The worker is alive: its heartbeat, with the progress it reports."""
+    ) -> bool:
+        """`worker_id` is alive: its heartbeat, with the progress it reports. False (and
+        nothing changed) if that worker no longer holds the running job. Once it wins,
+        the job's row is the transaction's until it ends: no other may change it."""
 
     @abstractmethod
     def record_event_batch(
-        self, job_id: str, now: int, *, batch: int, reported_step: int, drafts: Sequence[EventDraft]
-    ) -> list[Event]:
+        self,
+        job_id: str,
+        worker_id: str,
+        now: int,
+        *,
+        batch: int,
+        reported_step: int,
+        drafts: Sequence[EventDraft],
+    ) -> list[Event] | None:
         """Append a worker's numbered batch of events and remember it was applied (and the
-        highest step reported so far), renewing the lease."""
+        highest step reported so far), renewing the lease. None (and nothing written) if
+        `worker_id` no longer holds the running job or a batch numbered `batch` or later
+        was applied."""
 
     @abstractmethod
-    def end_lease(self, job_id: str, worker_id: str, now: int, outcome: Outcome) -> bool:
+    def end_lease(
+        self, job_id: str, worker_id: str, now: int, outcome: Outcome, *, as_read: Job | None = None
+    ) -> bool:
         """Release `worker_id`'s hold on the running job, moving it to `outcome`.
-        False (and nothing changed) if that worker no longer holds it."""
+        With `as_read` (the job as the caller read it to decide the outcome: recovery),
+        only if its heartbeat and pending request are still those. False (and nothing
+        changed) if that worker no longer holds it, or they changed."""
 
     @abstractmethod
     def stale_running_ids(self, heartbeat_before: int) -> list[str]:
@@ -334,34 +357,34 @@ class Store(ABC):
 
 
 class BlobStore(ABC):
-    """Bytes by key (`files/file-…`, `checkpoints/ftjob-…/ftckpt_….tar.gz`, …): uploaded
-    files, checkpoint archives, adapters and results. A blob is written whole or not at
-    all: a reader never sees part of one. This is the seam where object storage plugs in
-    when API replicas run on several machines."""
+    """Bytes by key (`files/file-…`, `checkpoints/ftjob-…/ftckpt_….tar.gz`,
+    `models/ftjob-…/adapter.tar.gz`): uploaded files, checkpoint and adapter archives,
+    results. The one place every replica and worker reads them from: a local directory on
+    one machine, an S3-compatible bucket when API replicas run on several.
+
+    A blob is written whole or not at all: a reader never sees part of one. `get` raises
+    `BlobMissing` for an absent key and every method raises `BlobUnavailable` when the
+    store cannot be reached (nothing was changed then)."""
+
+    url: str  # where the blobs live, as the operator named it (for messages)
 
     @abstractmethod
     def put(self, key: str, chunks: Iterable[bytes]) -> None:
-        """Store the blob (replacing one under the same key). If `chunks` raises, nothing
-        is stored and the error propagates."""
+        """Store the blob (replacing one under the same key), streamed: never held whole
+        in memory. If `chunks` raises, nothing is stored and the error propagates."""
 
     @abstractmethod
     def get(self, key: str) -> Blob:
-        """The blob, opened; FileNotFoundError if there is none."""
+        """The blob, opened for a streamed read."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the blob if it exists."""
 
     @abstractmethod
-    def path(self, key: str) -> Path:
-        """Where a blob (or an unpacked prefix) lies on this machine: inference engines
-        read adapters from there."""
+    def size(self, key: str) -> int | None:
+        """The blob's size in bytes, or None if there is none."""
 
     @abstractmethod
-    def delete_tree(self, prefix: str) -> None:
-        """Delete an unpacked prefix and everything under it (nothing if it is absent)."""
-
-    @abstractmethod
-    def unpack(self, prefix: str, archive: Iterable[bytes]) -> None:
-        """Unpack a tar.gz stream into blobs under `prefix/` (replacing what was there).
-        Refuses an archive with absolute paths, `..`, links or devices in it."""
+    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Every blob under `prefix` (all of them by default), as (key, size)."""

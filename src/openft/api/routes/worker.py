@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import StreamingResponse
 
+from openft import archives
 from openft.api.auth import ServicesDep, WorkerPrincipal
 from openft.api.errors import error_responses
 from openft.api.responses import JSON, blob_response
@@ -106,10 +107,17 @@ async def _multipart(request: Request, shape: type[Meta]) -> tuple[Meta, UploadF
     if not isinstance(meta, str) or not isinstance(upload, UploadFile):
         raise InvalidRequest("Send multipart fields 'meta' (JSON) and 'archive' (a file).")
     try:
-        return shape.model_validate_json(meta), upload
+        parsed = shape.model_validate_json(meta)
+        # Checked before it is stored: an archive every reader could later unpack safely.
+        await run_in_threadpool(archives.check, upload.file)
+        await run_in_threadpool(upload.file.seek, 0)
     except ValidationError as exc:
         await upload.close()
         raise InvalidRequest(f"Invalid 'meta': {exc.errors()[0]['msg']}.", param="meta") from None
+    except archives.UnsafeArchive as exc:
+        await upload.close()
+        raise InvalidRequest(f"Invalid 'archive': {exc}.", param="archive") from None
+    return parsed, upload
 
 
 @router.post(
