@@ -283,9 +283,11 @@ def test_the_cli_chats_and_lists_models(trained: Trained) -> None:
 
 def test_deleting_a_fine_tuned_model(trained: Trained) -> None:
     client, model = trained.client, trained.twice
-    adapter = Path(trained.server.data_dir, "models", model.rsplit(":", 1)[1], "adapter")
-    assert adapter.is_dir()
+    job_id = model.rsplit(":", 1)[1]
+    archive = Path(trained.server.data_dir, "models", job_id, "adapter.tar.gz")
+    unpacked = Path(trained.server.data_dir, "cache", "models", job_id, "adapter")
     assert answer(client, model, "repeat apple") == "apple apple"  # loaded in the engine
+    assert archive.is_file() and unpacked.is_dir()
     with pytest.raises(openai.PermissionDeniedError):
         client.models.delete("tiny")
     with pytest.raises(openai.BadRequestError):
@@ -305,7 +307,7 @@ def test_deleting_a_fine_tuned_model(trained: Trained) -> None:
         ask(client, model, "repeat apple")
     with pytest.raises(openai.NotFoundError):
         client.models.delete(model)
-    assert not adapter.exists()
+    assert not archive.exists() and not unpacked.exists()
     wait_until(lambda: f"Unloaded adapter {model} from tiny (deleted)" in trained.log(), 10)
     # The other model of the same base still answers.
     assert answer(client, trained.thrice, "repeat apple") == "apple apple apple"
