@@ -1,5 +1,5 @@
-"""tar.gz archives of directories (checkpoints, adapters): packed by workers, unpacked by
-the blob store and by workers resuming a job.
+"""tar.gz archives of directories (checkpoints, adapters): packed by workers, checked by
+the API as they arrive, unpacked by the serving cache and by workers resuming a job.
 
 Unpacking is safe on every supported Python, 3.11.2 included (whose tarfile has no
 extraction filters): only regular files and directories are accepted, each inside the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,7 +22,21 @@ _FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") 
 
 
 class UnsafeArchive(ValueError):
-    """The archive holds a member that could write outside its target."""
+    """The archive holds a member that could write outside its target, or would unpack to
+    more than its limits allow."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may unpack to. A LoRA checkpoint is a few files that barely
+    compress (weights); a member count or a ratio far beyond that is a bomb, not a model."""
+
+    max_members: int = 10_000
+    max_bytes: int = 64 << 30  # unpacked, in all
+    # Unpacked bytes may exceed `ratio` times the packed ones only below `ratio_floor`
+    # (tokenizer files and configs compress well; a small archive is no threat).
+    ratio: int = 100
+    ratio_floor: int = 64 << 20
 
 
 def pack(directory: Path, archive: Path) -> Path:
@@ -39,14 +54,28 @@ def _check(member: tarfile.TarInfo) -> None:
         raise UnsafeArchive(f"archive member {member.name!r} is not a file or a directory")
 
 
-def check(stream: BinaryIO) -> None:
-    """Read a tar.gz once as a stream and refuse it (UnsafeArchive) if `unpack` would,
-    or if it is not a readable tar.gz at all: what a worker uploads is checked so before
-    it is stored, and the whole archive is refused, naming the member."""
+def check(stream: BinaryIO, packed_bytes: int, limits: Limits = Limits()) -> None:
+    """Read a tar.gz of `packed_bytes` once as a stream and refuse it (UnsafeArchive) if
+    `unpack` would, if it would unpack beyond `limits`, or if it is not a readable tar.gz
+    at all: what a worker uploads is checked so before it is stored, and the whole
+    archive is refused, naming the member."""
+    allowed = min(limits.max_bytes, max(limits.ratio_floor, limits.ratio * packed_bytes))
+    members = unpacked = 0
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as tar:
             for member in tar:
                 _check(member)
+                members += 1
+                unpacked += member.size
+                if members > limits.max_members:
+                    raise UnsafeArchive(
+                        f"archive has more than {limits.max_members} members (at {member.name!r})"
+                    )
+                if unpacked > allowed:
+                    raise UnsafeArchive(
+                        f"archive unpacks to more than {allowed} bytes "
+                        f"(from {packed_bytes} packed; at {member.name!r})"
+                    )
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise UnsafeArchive(f"not a readable tar.gz archive ({exc})") from None
 

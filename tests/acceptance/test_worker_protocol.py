@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import httpx
 from openai import OpenAI
 
@@ -14,6 +17,26 @@ def worker_http(server: Server, key: str, worker_id: str = "w-test") -> httpx.Cl
         base_url=f"{server.base_url}/worker",
         headers={"Authorization": f"Bearer {key}", "OpenFT-Worker": worker_id},
     )
+
+
+def archive_of(*members: tuple[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def bomb() -> bytes:
+    """About 100 KB that would unpack to 200 MB of zeros."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 200 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    return out.getvalue()
 
 
 def test_project_keys_cannot_use_the_worker_protocol(server: Server) -> None:
@@ -42,6 +65,21 @@ def test_claim_report_and_lease_errors(server: Server, client: OpenAI) -> None:
         files={"archive": ("a.tar.gz", b"x")},
     )
     assert bad_meta.status_code == 400 and bad_meta.json()["error"]["param"] == "meta"
+    # Archives are checked as they arrive: a bomb, an escape, or no tar.gz at all is a
+    # 400 naming the member, and nothing is stored.
+    for archive, says in (
+        (bomb(), "unpacks to more than"),
+        (archive_of(("../escaped", b"x")), "'../escaped' points outside"),
+        (b"not a tar.gz", "not a readable tar.gz"),
+    ):
+        refused = worker.post(
+            f"/jobs/{job.id}/checkpoints",
+            data={"meta": '{"step": 1}'},
+            files={"archive": ("a.tar.gz", archive)},
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "archive" and says in refused.text
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
     batch = {"batch": 1, "events": [{"message": "hello from a worker"}]}
     assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": True}
     assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": False}

@@ -82,14 +82,29 @@ def test_the_cache_keeps_nothing_of_a_refused_archive(tmp_path: Path) -> None:
 )
 def test_check_refuses_what_unpack_would_refuse(tmp_path: Path, bad: tarfile.TarInfo) -> None:
     with pytest.raises(archives.UnsafeArchive, match=bad.name):
-        archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"), bad)))
-    archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"))))
+        archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"), bad)), 100)
+    archives.check(io.BytesIO(member_bytes(tmp_path, member("fine.txt"))), 100)
 
 
 @pytest.mark.parametrize("data", [b"", b"not gzip at all", b"\x1f\x8b\x08\x00garbage"])
 def test_check_refuses_what_is_not_a_tar_gz(data: bytes) -> None:
     with pytest.raises(archives.UnsafeArchive, match=r"not a readable tar\.gz"):
-        archives.check(io.BytesIO(data))
+        archives.check(io.BytesIO(data), len(data))
+
+
+def test_check_holds_an_archive_to_its_limits(tmp_path: Path) -> None:
+    many = member_bytes(tmp_path, *(member(f"f{i}") for i in range(4)))
+    with pytest.raises(archives.UnsafeArchive, match="more than 3 members .at 'f3'"):
+        archives.check(io.BytesIO(many), len(many), archives.Limits(max_members=3))
+    archives.check(io.BytesIO(many), len(many), archives.Limits(max_members=4))
+    packed = archive_of(tmp_path, member("big"), data=bytes(100_000)).read_bytes()
+    size = len(packed)  # a few hundred bytes: a ratio in the hundreds
+    tight = archives.Limits(ratio=10, ratio_floor=1000)
+    with pytest.raises(archives.UnsafeArchive, match=f"more than {10 * size} bytes"):
+        archives.check(io.BytesIO(packed), size, tight)
+    archives.check(io.BytesIO(packed), size, archives.Limits(ratio=10, ratio_floor=100_000))
+    with pytest.raises(archives.UnsafeArchive, match="more than 99999 bytes"):
+        archives.check(io.BytesIO(packed), size, archives.Limits(max_bytes=99_999))
 
 
 def member_bytes(tmp_path: Path, *members: tarfile.TarInfo) -> bytes:

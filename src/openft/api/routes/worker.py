@@ -109,7 +109,7 @@ async def _multipart(request: Request, shape: type[Meta]) -> tuple[Meta, UploadF
     try:
         parsed = shape.model_validate_json(meta)
         # Checked before it is stored: an archive every reader could later unpack safely.
-        await run_in_threadpool(archives.check, upload.file)
+        await run_in_threadpool(archives.check, upload.file, upload.size or 0)
         await run_in_threadpool(upload.file.seek, 0)
     except ValidationError as exc:
         await upload.close()
