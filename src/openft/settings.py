@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # before a failed one is tried again (doubling each time, at most an hour).
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     webhook_retry_seconds: float = Field(default=2.0, gt=0)
+    # Webhooks reach public addresses only; these host names and networks (CIDRs, comma
+    # separated) are allowed besides: internal receivers an operator trusts.
+    webhook_allowed_hosts: str = ""
+    # Each try of a delivery ends within this many seconds, answer read or not, and this
+    # many are sent at once, so that a slow receiver holds up no other.
+    webhook_try_seconds: float = Field(default=10.0, gt=0, lt=60)
+    webhook_concurrency: int = Field(default=16, ge=1)
     # How long a process trusts a key it verified: a revoked key works at most this long.
     key_cache_seconds: float = Field(default=10.0, ge=0)
     # OpenAI requires at least 10 training examples; smaller files fail validation.

@@ -8,7 +8,7 @@ The worker protocol embeds the job object too, hence this module outside `api`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -356,9 +356,9 @@ class WebhookEndpointObject(TypedDict):
     object: Literal["webhook_endpoint"]
     url: str
     created_at: int
-    # Shown when the endpoint is created, and to the project's keys after: receivers
-    # need it to verify signatures.
-    secret: str
+    # Shown once, in the answer that creates the endpoint (as OpenAI shows a webhook's
+    # secret once): receivers need it to verify signatures; a lost one means a new endpoint.
+    secret: NotRequired[str]
 
 
 class WebhookDeliveryObject(TypedDict):
@@ -384,14 +384,16 @@ class ListWebhookDeliveries(TypedDict):
     data: list[WebhookDeliveryObject]
 
 
-def webhook_json(endpoint: WebhookEndpoint) -> WebhookEndpointObject:
-    return {
+def webhook_json(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> WebhookEndpointObject:
+    shown: WebhookEndpointObject = {
         "id": endpoint.id,
         "object": "webhook_endpoint",
         "url": endpoint.url,
         "created_at": endpoint.created_at,
-        "secret": endpoint.secret,
     }
+    if with_secret:
+        shown["secret"] = endpoint.secret
+    return shown
 
 
 def delivery_json(delivery: WebhookDelivery) -> WebhookDeliveryObject:

@@ -25,7 +25,12 @@ from openft.testing.data import preference_file
 from openft.testing.server import Server, running_server, wait_until
 from tests.acceptance.helpers import queued_job, wait_for_status
 
-FAST_DELIVERY = {"OPENFT_WEBHOOK_POLL_SECONDS": "0.2", "OPENFT_WEBHOOK_RETRY_SECONDS": "0.5"}
+FAST_DELIVERY = {
+    "OPENFT_WEBHOOK_POLL_SECONDS": "0.2",
+    "OPENFT_WEBHOOK_RETRY_SECONDS": "0.5",
+    # The receivers are on loopback, which webhooks may reach only when allowed.
+    "OPENFT_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1/32",
+}
 
 
 @dataclass

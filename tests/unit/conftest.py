@@ -29,7 +29,11 @@ def clock() -> Clock:
 def services(tmp_path: Path, clock: Clock) -> Iterator[Services]:
     """Every service (`principal`, from tests/conftest.py, is a key on them)."""
     built = in_memory_services(
-        tmp_path, [BaseModel("tiny", "/nowhere")], clock, heartbeat_timeout_seconds=60
+        tmp_path,
+        [BaseModel("tiny", "/nowhere")],
+        clock,
+        heartbeat_timeout_seconds=60,
+        webhook_allowed_hosts="127.0.0.1/32",  # the tests' receivers are on loopback
     )
     yield built
     built.close()

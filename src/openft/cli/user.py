@@ -263,7 +263,7 @@ def webhooks_add(
     api_key: ApiKey = None,
 ) -> None:
     """Add an endpoint: terminal transitions of your jobs are posted to it, signed.
-    Prints its id and its signing secret (whsec_…) for the receiver."""
+    Prints its id and its signing secret (whsec_…) for the receiver: shown this once."""
     with _client(base_url, api_key) as client:
         endpoint = client.request("POST", "/webhooks", json={"url": url})
     print(f"{endpoint['id']}\t{endpoint['secret']}")
@@ -274,7 +274,7 @@ def webhooks_list(base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Your project's endpoints."""
     with _client(base_url, api_key) as client:
         rows = client.request("GET", "/webhooks")["data"]
-    _table(rows, ["id", "url", "created_at", "secret"])
+    _table(rows, ["id", "url", "created_at"])
 
 
 @webhooks_app.command("remove")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from openft.domain.entities import BaseModel
+from openft.domain.webhook_addresses import AllowedHosts
 from openft.services.artifacts import Artifacts
 from openft.services.checkpoints import CheckpointService
 from openft.services.clock import Clock, system_clock
@@ -97,5 +98,12 @@ def build_services(
             keep_checkpoints=settings.keep_checkpoints,
             clock=clock,
         ),
-        webhooks=WebhookService(db, retry_base_seconds=settings.webhook_retry_seconds, clock=clock),
+        webhooks=WebhookService(
+            db,
+            retry_base_seconds=settings.webhook_retry_seconds,
+            allowed_hosts=AllowedHosts.parse(settings.webhook_allowed_hosts),
+            try_seconds=settings.webhook_try_seconds,
+            concurrency=settings.webhook_concurrency,
+            clock=clock,
+        ),
     )

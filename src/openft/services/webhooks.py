@@ -6,26 +6,37 @@ not commit. The delivery loop (`deliver_due`, in every `openft serve`) takes due
 deliveries under a lease (no two senders send one at once), posts them signed the way
 OpenAI signs its webhooks, and records the answer: a 2xx ends it, anything else is tried
 again later with exponential backoff. After a 2xx it is never sent again.
+
+One endpoint cannot hold up another's deliveries: tries run on a pool of threads, each
+with its own total time limit, and the loop takes only as many deliveries as there are
+free threads, so a slow receiver occupies one thread for at most one try's time while
+the others keep going. URLs are parsed and judged at registration, and judged again at
+connect time (webhook_guard.py): webhooks reach public addresses only, unless the
+operator allows more (`OPENFT_WEBHOOK_ALLOWED_HOSTS`).
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
-
-import httpx
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from openft.domain import webhooks
 from openft.domain.entities import JobStatus, Principal, WebhookDelivery, WebhookEndpoint
 from openft.domain.errors import InvalidRequest, NotFound
 from openft.domain.ids import new_webhook_event_id, new_webhook_id
+from openft.domain.webhook_addresses import AllowedHosts
+from openft.domain.webhook_urls import BadWebhookUrl, WebhookUrl, parse_webhook_url
 from openft.services.clock import Clock, system_clock
+from openft.services.webhook_guard import AddressRefused, Resolver, check_host, resolve
+from openft.services.webhook_sender import Outcome, WebhookSender
 from openft.store.interface import Store, Transaction
 
 log = logging.getLogger(__name__)
 # How long a sender holds the deliveries it took; longer than a try can take.
 LEASE_SECONDS = 120
-TIMEOUT_SECONDS = 10
+TRY_SECONDS = 10.0
+CONCURRENCY = 16
 
 
 def queue_terminal(
@@ -46,23 +57,57 @@ def _not_found(endpoint_id: str) -> NotFound:
 
 class WebhookService:
     def __init__(
-        self, db: Store, *, retry_base_seconds: float = 2.0, clock: Clock = system_clock
+        self,
+        db: Store,
+        *,
+        retry_base_seconds: float = 2.0,
+        allowed_hosts: AllowedHosts | None = None,
+        try_seconds: float = TRY_SECONDS,
+        concurrency: int = CONCURRENCY,
+        clock: Clock = system_clock,
+        resolver: Resolver = resolve,
     ) -> None:
+        if try_seconds >= LEASE_SECONDS / 2:
+            raise ValueError(f"a try must take less than {LEASE_SECONDS / 2:g} s")
         self._db = db
         self._retry_base = retry_base_seconds
+        self._allowed = allowed_hosts or AllowedHosts()
         self._clock = clock
-        self._http = httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+        self._resolve = resolver
+        self._concurrency = concurrency
+        self._sender = WebhookSender(self._allowed, try_seconds, concurrency, resolver)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openft-webhook")
+        self._in_flight = 0
+        self._idle = threading.Condition()
 
     def add(self, principal: Principal, url: str) -> WebhookEndpoint:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidRequest(f"Invalid url {url!r}: an http(s) URL is needed.", param="url")
+        """A new endpoint, with its signing secret (shown this once)."""
+        target = self._checked(url)
         endpoint = WebhookEndpoint(
-            new_webhook_id(), principal.project_id, url, webhooks.new_secret(), self._clock()
+            new_webhook_id(),
+            principal.project_id,
+            str(target),
+            webhooks.new_secret(),
+            self._clock(),
         )
         with self._db.write() as tx:
             tx.insert_webhook(endpoint)
         return endpoint
+
+    def _checked(self, url: str) -> WebhookUrl:
+        try:
+            target = parse_webhook_url(url)
+            check_host(target.host, target.port, self._allowed, self._resolve)
+        except BadWebhookUrl as exc:
+            raise InvalidRequest(f"Invalid url {url!r}: {exc}.", param="url") from None
+        except AddressRefused as exc:
+            raise InvalidRequest(
+                f"Invalid url {url!r}: {exc}; webhooks are sent to public addresses only"
+                " (an operator may allow others with OPENFT_WEBHOOK_ALLOWED_HOSTS).",
+                param="url",
+                code="url_not_allowed",
+            ) from None
+        return target
 
     def endpoints(self, principal: Principal) -> list[WebhookEndpoint]:
         with self._db.read() as tx:
@@ -81,55 +126,75 @@ class WebhookService:
         return found
 
     def deliver_due(self, limit: int = 50) -> int:
-        """Send what is due; how many were tried."""
+        """Start sending what is due, as many as there are free senders; how many were
+        started. It does not wait for them (`wait_idle` does)."""
+        with self._idle:
+            free = min(limit, self._concurrency - self._in_flight)
+        if free <= 0:
+            return 0
         now = self._clock()
         with self._db.write() as tx:
-            due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, limit)
+            due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free)
+        with self._idle:
+            self._in_flight += len(due)
         for delivery, endpoint in due:
-            self._send(delivery, endpoint)
+            self._pool.submit(self._try, delivery, endpoint)
         return len(due)
 
-    def _send(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
-        timestamp = self._clock()
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "openft-webhooks",
-            "webhook-id": delivery.event_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": webhooks.signature(
-                endpoint.secret, delivery.event_id, timestamp, delivery.payload
-            ),
-        }
-        status: int | None = None
-        error: str | None = None
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no delivery is being sent; False if some still are after `timeout`."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def _try(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
         try:
-            response = self._http.post(endpoint.url, content=delivery.payload, headers=headers)
-            status = response.status_code
-            if not response.is_success:
-                error = f"answered {status}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        delivered = error is None
+            self._send(delivery, endpoint)
+        except Exception:  # the database failed us: the lease makes it due again
+            log.exception("webhook %s to %s: not recorded", delivery.event_id, endpoint.id)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _send(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
+        attempts = delivery.attempts + 1
+        try:
+            url = parse_webhook_url(endpoint.url)
+        except BadWebhookUrl as exc:  # registered before URLs were checked: never sendable
+            outcome, attempts = Outcome(None, f"invalid url: {exc}"), webhooks.MAX_ATTEMPTS
+        else:
+            timestamp = self._clock()
+            headers = {
+                "content-type": "application/json",
+                "user-agent": "openft-webhooks",
+                "webhook-id": delivery.event_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": webhooks.signature(
+                    endpoint.secret, delivery.event_id, timestamp, delivery.payload
+                ),
+            }
+            outcome = self._sender.post(url, headers, delivery.payload.encode())
         now = self._clock()
-        wait = None if delivered else webhooks.retry_after(delivery.attempts + 1, self._retry_base)
+        wait = None if outcome.delivered else webhooks.retry_after(attempts, self._retry_base)
         with self._db.write() as tx:
             tx.record_webhook_attempt(
                 delivery.event_id,
                 endpoint.id,
                 now,
-                delivered=delivered,
-                status=status,
-                error=error,
+                delivered=outcome.delivered,
+                status=outcome.status,
+                error=outcome.error,
                 next_attempt_at=None if wait is None else now + max(1, round(wait)),
             )
-        if not delivered:
+        if not outcome.delivered:
             log.warning(
                 "webhook %s to %s: %s (attempt %d)",
                 delivery.event_id,
-                endpoint.url,
-                error,
+                endpoint.id,
+                outcome.error,
                 delivery.attempts + 1,
             )
 
     def close(self) -> None:
-        self._http.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._sender.close()

@@ -32,7 +32,8 @@ class NewWebhook(BaseModel):
     responses=error_responses(400),
 )
 def create_webhook(body: NewWebhook, services: ServicesDep, principal: CurrentPrincipal) -> JSON:
-    return JSON(webhook_json(services.webhooks.add(principal, body.url)))
+    # The secret is shown in this answer only.
+    return JSON(webhook_json(services.webhooks.add(principal, body.url), with_secret=True))
 
 
 @router.get("", response_model=ListWebhookEndpoints, operation_id="listWebhookEndpoints")
