@@ -8,9 +8,15 @@ Builds a random-initialised causal LM (size by flags) and a synthetic chat datas
    training loop with openft's reporting and control checks in it);
 3. the cost of event reporting per step: the same direct run with openft's reporting
    callback attached (writing to a pipe nobody reads is not possible, so to /dev/null),
-   minus the run without it, per step.
+   minus the run without it, per step;
+4. one job on 1 and on 2 processes (`OPENFT_NPROC_PER_NODE`, torchrun; the same global
+   batch): tokens/s of each from the trainer's runtime. On a CPU-only machine the two
+   ranks share the cores one thread each and add a gloo all-reduce per step, so this
+   measures the overhead of the multi-process path, not a speed-up (that takes one GPU
+   per rank).
 
 Usage: python bench/training_bench.py [--hidden 256 --layers 4 --examples 256 --epochs 2]
+       python bench/training_bench.py --only-processes   (step 4 alone)
 Runs on CUDA when there is one (bf16), else CPU. Each kind of run is repeated
 (--repeat, 3) and the best counts, so that noise from the machine counts less.
 """
@@ -114,15 +120,21 @@ def direct_run(
     return tokens / runtime, tokens, int(trainer.state.global_step)
 
 
-def openft_run(model_dir: Path, data: Path, args: argparse.Namespace) -> tuple[float, float]:
-    """(tokens/s inside the trainer, wall seconds from create to succeeded)."""
+def openft_run(
+    model_dir: Path, data: Path, args: argparse.Namespace, processes: int = 1
+) -> tuple[float, float]:
+    """(tokens/s inside the trainer, wall seconds from create to succeeded), the job
+    trained on `processes` processes."""
     from openai import OpenAI
 
     from openft.store.database import sqlite_url
     from openft.testing.server import running_server
 
     work = Path(tempfile.mkdtemp(prefix="openft-train-bench-"))
-    with running_server(sqlite_url(work), work, f"bench={model_dir}", worker=True) as server:
+    env = {"OPENFT_NPROC_PER_NODE": str(processes)}
+    with running_server(
+        sqlite_url(work), work, f"bench={model_dir}", worker=True, env=env
+    ) as server:
         client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
         upload = client.files.create(file=("bench.jsonl", data.read_bytes()), purpose="fine-tune")
         started = time.monotonic()
@@ -142,7 +154,8 @@ def openft_run(model_dir: Path, data: Path, args: argparse.Namespace) -> tuple[f
         if job.status != "succeeded":
             raise SystemExit(f"job {job.status}: {job.error}")
         log = (work / "work" / job.id / "attempt-1" / "trainer.log").read_text()
-        runtime = float(re.findall(r"'train_runtime': '?([0-9.]+)", log)[-1])
+        # Every rank prints its runtime: the slowest is the job's.
+        runtime = max(float(r) for r in re.findall(r"'train_runtime': '?([0-9.]+)", log))
         return float(job.trained_tokens or 0) / runtime, wall
 
 
@@ -157,6 +170,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each kind; the best counts")
     parser.add_argument("--skip-openft", action="store_true", help="only the in-process runs")
+    parser.add_argument(
+        "--only-processes", action="store_true", help="only the job on 1 and on 2 processes"
+    )
     args = parser.parse_args()
 
     import torch
@@ -178,6 +194,9 @@ def main() -> None:
         f"device: {device}; model: hidden {args.hidden}, {args.layers} layers; "
         f"{args.examples} examples x {args.epochs} epochs, batch {args.batch_size}"
     )
+    if args.only_processes:
+        compare_processes(model_dir, data, args)
+        return
     direct_run(model_dir, data, args, reporting=False)  # warm caches (kernels, files)
     plain_runs = [direct_run(model_dir, data, args, reporting=False) for _ in range(args.repeat)]
     plain, tokens, steps = max(plain_runs)
@@ -191,6 +210,29 @@ def main() -> None:
         print(
             f"through openft (server, worker, trainer subprocess): {through:,.0f} tokens/s "
             f"(ratio {through / plain:.3f}); job wall time {wall:.1f} s"
+        )
+        compare_processes(model_dir, data, args)
+
+
+def compare_processes(model_dir: Path, data: Path, args: argparse.Namespace) -> None:
+    """The same job through openft on one process and on two (runs taken in turn)."""
+    import torch
+
+    runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
+    for _ in range(args.repeat):
+        for processes in runs:
+            runs[processes].append(openft_run(model_dir, data, args, processes))
+    (one, one_wall), (two, two_wall) = max(runs[1]), max(runs[2])
+    print(f"one job on 1 process: {one:,.0f} tokens/s (job wall time {one_wall:.1f} s)")
+    print(
+        f"one job on 2 processes (torchrun): {two:,.0f} tokens/s (ratio {two / one:.2f}; "
+        f"job wall time {two_wall:.1f} s)"
+    )
+    if not torch.cuda.is_available():
+        print(
+            "  (CPU only: the two ranks share this machine's cores, one thread each, and "
+            "all-reduce gradients over gloo every step; this is the multi-process path's "
+            "overhead, not a speed-up, which needs one GPU per rank)"
         )
 
 

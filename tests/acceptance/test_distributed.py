@@ -9,11 +9,13 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from openai import OpenAI
+from openai.types.fine_tuning import FineTuningJob
 
 from openft.store.database import sqlite_url
 from openft.testing.data import toy_chat_file
@@ -31,8 +33,12 @@ TRAINING_ENV = {
 FAST: Any = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 100}
 
 
-def _server(tmp: Path, tiny_model: Path, processes: int) -> Iterator[Server]:
-    env = {**TRAINING_ENV, "OPENFT_NPROC_PER_NODE": str(processes)}
+def _server(tmp: Path, tiny_model: Path, processes: int, strategy: str = "ddp") -> Iterator[Server]:
+    env = {
+        **TRAINING_ENV,
+        "OPENFT_NPROC_PER_NODE": str(processes),
+        "OPENFT_DISTRIBUTED": strategy,
+    }
     with running_server(sqlite_url(tmp), tmp, f"tiny={tiny_model}", worker=True, env=env) as server:
         yield server
 
@@ -49,6 +55,60 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Ite
 
 def _client(server: Server) -> OpenAI:
     return OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+
+
+@dataclass
+class Trained:
+    job: FineTuningJob
+    texts: list[str]
+    metrics: list[dict[str, Any]]
+    checkpoints: list[int]
+
+
+def _train_toy_job(server: Server) -> Trained:
+    """The same small job (data, seed, hyperparameters) on `server`, to its end."""
+    client = _client(server)
+    train = upload(client, toy_chat_file(16))
+    valid = upload(client, toy_chat_file(4), "valid.jsonl")
+    created = client.fine_tuning.jobs.create(
+        model="tiny", training_file=train, validation_file=valid, seed=7, hyperparameters=FAST
+    )
+    job, _ = finish(client, created.id)
+    assert job.status == "succeeded", job.error
+    log = events(client, job.id)
+    steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data]
+    metrics = [e.data for e in log if e.type == "metrics"]
+    return Trained(job, [e.message for e in log], metrics, steps)
+
+
+@pytest.fixture(scope="module")
+def reference(one_rank: Server) -> Trained:
+    """The job trained on one process: what every number of processes must match."""
+    trained = _train_toy_job(one_rank)
+    assert "Training on cpu" in trained.texts
+    return trained
+
+
+def _assert_trains_as_one_rank(trained: Trained, reference: Trained) -> None:
+    # batch_size is the global batch: each rank takes 2 of every 4 examples, and the job
+    # has the steps (12) of one rank, each reported once, by rank 0 alone.
+    assert [m["step"] for m in trained.metrics] == list(range(1, 13))
+    assert [m["step"] for m in reference.metrics] == list(range(1, 13))
+    assert {m["total_steps"] for m in trained.metrics} == {12}
+    first, last = trained.metrics[:3], trained.metrics[-3:]
+    assert sum(m["train_loss"] for m in last) < 0.5 * sum(m["train_loss"] for m in first)
+    # The same global batches in the same order: the curves match (gradients summed over
+    # two ranks differ from one rank's only in float rounding).
+    for one, two in zip(reference.metrics, trained.metrics, strict=True):
+        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.02)
+        assert two["valid_loss"] == pytest.approx(one["valid_loss"], rel=0.02)
+    assert trained.metrics[-1]["full_valid_loss"] == pytest.approx(
+        reference.metrics[-1]["full_valid_loss"], rel=0.02
+    )
+    assert trained.checkpoints == reference.checkpoints == [12, 8, 4]
+    assert trained.job.trained_tokens == reference.job.trained_tokens
+    # The job succeeds once the adapter is in; its processes end right after.
+    wait_until(lambda: not _trainer_processes(trained.job.id), 30, what="the ranks to end")
 
 
 def _trainer_processes(job_id: str) -> list[tuple[int, dict[str, str]]]:
@@ -70,47 +130,20 @@ def _trainer_processes(job_id: str) -> list[tuple[int, dict[str, str]]]:
     return found
 
 
-def test_two_ranks_train_a_job_as_one_rank_does(one_rank: Server, two_ranks: Server) -> None:
-    single, double = _client(one_rank), _client(two_ranks)
-    jobs = {}
-    for name, client in (("one", single), ("two", double)):
-        train = upload(client, toy_chat_file(16))
-        valid = upload(client, toy_chat_file(4), "valid.jsonl")
-        jobs[name] = client.fine_tuning.jobs.create(
-            model="tiny", training_file=train, validation_file=valid, seed=7, hyperparameters=FAST
-        ).id
-    results = {name: finish(c, jobs[name])[0] for name, c in (("one", single), ("two", double))}
-    for job in results.values():
-        assert job.status == "succeeded", job.error
-    logs = {name: events(c, jobs[name]) for name, c in (("one", single), ("two", double))}
+def test_two_ranks_train_a_job_as_one_rank_does(two_ranks: Server, reference: Trained) -> None:
+    trained = _train_toy_job(two_ranks)
+    assert "Training on 2 processes (cpu, gloo)" in trained.texts
+    _assert_trains_as_one_rank(trained, reference)
+    assert trained.job.fine_tuned_model in [m.id for m in _client(two_ranks).models.list()]
 
-    texts = [e.message for e in logs["two"]]
-    assert "Training on 2 processes (cpu, gloo)" in texts
-    assert "Training on cpu" in [e.message for e in logs["one"]]
-    metrics = {name: [e.data for e in log if e.type == "metrics"] for name, log in logs.items()}
-    # batch_size is the global batch: each rank takes 2 of every 4 examples, and the
-    # job has the steps (12) of one rank, each reported once, by rank 0 alone.
-    assert [m["step"] for m in metrics["two"]] == [m["step"] for m in metrics["one"]]
-    assert [m["step"] for m in metrics["two"]] == list(range(1, 13))
-    assert {m["total_steps"] for m in metrics["two"]} == {12}
-    first, last = metrics["two"][:3], metrics["two"][-3:]
-    assert sum(m["train_loss"] for m in last) < 0.5 * sum(m["train_loss"] for m in first)
-    # The same global batches in the same order: the curves match (gradients summed over
-    # two ranks differ from one rank's only in float rounding).
-    for one, two in zip(metrics["one"], metrics["two"], strict=True):
-        assert two["train_loss"] == pytest.approx(one["train_loss"], rel=0.02)
-        assert two["valid_loss"] == pytest.approx(one["valid_loss"], rel=0.02)
-    assert metrics["two"][-1]["full_valid_loss"] == pytest.approx(
-        metrics["one"][-1]["full_valid_loss"], rel=0.02
-    )
-    steps = {
-        name: [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(jobs[name]).data]
-        for name, client in (("one", single), ("two", double))
-    }
-    assert steps["two"] == steps["one"] == [12, 8, 4]
-    assert results["two"].trained_tokens == results["one"].trained_tokens
-    assert results["two"].fine_tuned_model in [m.id for m in double.models.list()]
-    assert not _trainer_processes(jobs["two"])
+
+def test_fsdp_shards_the_model_over_two_ranks_and_trains_the_same(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, reference: Trained
+) -> None:
+    for server in _server(tmp_path_factory.mktemp("fsdp"), tiny_model, 2, "fsdp"):
+        trained = _train_toy_job(server)
+        assert "Training on 2 processes (cpu, gloo, fsdp)" in trained.texts
+        _assert_trains_as_one_rank(trained, reference)
 
 
 def test_pause_reaches_every_rank_and_a_killed_rank_fails_the_job(two_ranks: Server) -> None:
