@@ -1,5 +1,7 @@
-"""Webhooks: terminal transitions posted to a receiver on loopback, signed so that the
-official SDK's `unwrap` verifies them, once each, and retried until a 2xx."""
+"""Webhooks: terminal transitions posted to a receiver on loopback (allowed by the
+operator), signed so that the official SDK's `unwrap` verifies them, once each, and
+retried until a 2xx; URLs that cannot be sent, or point inside, refused with a 400; a
+healthy receiver served on time beside a poisoned and a slow one."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 from openai.types.webhooks import (
@@ -23,6 +27,8 @@ from openai.types.webhooks import (
 
 from openft.testing.data import preference_file
 from openft.testing.server import Server, running_server, wait_until
+from openft.testing.webhook_receivers import Receiver as Hostile
+from openft.testing.webhook_receivers import serving
 from tests.acceptance.helpers import queued_job, wait_for_status
 
 FAST_DELIVERY = {
@@ -109,7 +115,8 @@ def test_terminal_transitions_are_posted_signed_once_each(hooked: Server) -> Non
         url = f"http://127.0.0.1:{http.server_address[1]}/hooks"
         endpoint_id, secret = openft(hooked, "webhooks", "add", url).split()
         assert endpoint_id.startswith("we_") and secret.startswith("whsec_")
-        assert endpoint_id in openft(hooked, "webhooks", "list")
+        listed = openft(hooked, "webhooks", "list")
+        assert endpoint_id in listed and secret not in listed  # shown at creation only
         client = OpenAI(base_url=hooked.base_url, api_key=hooked.key, max_retries=0)
         cancelled = queued_job(client)
         client.fine_tuning.jobs.cancel(cancelled.id)
@@ -184,3 +191,63 @@ def test_a_pending_delivery_survives_a_restart(database_url: str, tmp_path: Path
             assert unwrap(client, body, headers, secret).data.id == job.id
     finally:
         http.shutdown()
+
+
+@pytest.fixture
+def guarded(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server with no allowed hosts: webhooks to public addresses only."""
+    with running_server(database_url, tmp_path, "tiny=/nonexistent/tiny") as s:
+        yield s
+
+
+REFUSED_URLS = [
+    "http://127.0.0.1:9/\r\nX-Injected: 1",
+    "http://[v1.x]/",
+    "http://[zz]/",
+    "http://127.0.0.1/",
+    "http://127.1/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://localhost/",
+    "http://0.0.0.0/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/",
+    "http://192.168.0.1/",
+    "http://169.254.1.1/",
+    "http://metadata.google.internal/",
+]
+
+
+def test_urls_that_cannot_or_may_not_be_sent_to_are_400s_naming_url(guarded: Server) -> None:
+    auth = {"authorization": f"Bearer {guarded.key}"}
+    for url in REFUSED_URLS:
+        answer = httpx.post(f"{guarded.base_url}/webhooks", json={"url": url}, headers=auth)
+        assert answer.status_code == 400, (url, answer.text)
+        error = answer.json()["error"]
+        assert error["param"] == "url" and error["type"] == "invalid_request_error", url
+    listed = httpx.get(f"{guarded.base_url}/webhooks", headers=auth)
+    assert listed.json()["data"] == []
+
+
+def test_a_healthy_receiver_is_not_held_up_by_a_poisoned_and_a_slow_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {**FAST_DELIVERY, "OPENFT_WEBHOOK_TRY_SECONDS": "3"}
+    slow, huge, healthy = Hostile("slow", trickle_seconds=0.5), Hostile("huge"), Hostile()
+    with (
+        serving(slow, huge, healthy),
+        running_server(database_url, tmp_path, "tiny=/x", env=env) as server,
+    ):
+        for receiver in (slow, huge, healthy):
+            openft(server, "webhooks", "add", receiver.url)
+        client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+        job = queued_job(client)
+        cancelled_at = time.monotonic()
+        client.fine_tuning.jobs.cancel(job.id)
+        arrived, _headers, body = wait_until(lambda: healthy.received, 10, 0.05, "delivery")[0]
+        assert arrived - cancelled_at < 2.0, arrived - cancelled_at
+        assert json.loads(body)["data"]["id"] == job.id
+        wait_until(lambda: len(slow.received) >= 2, 20, 0.2, "the slow one's second try")
+    assert len(huge.received) == 1  # its 200 counted; the 300 MB were never read
