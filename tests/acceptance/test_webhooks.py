@@ -115,8 +115,8 @@ def test_terminal_transitions_are_posted_signed_once_each(hooked: Server) -> Non
         url = f"http://127.0.0.1:{http.server_address[1]}/hooks"
         endpoint_id, secret = openft(hooked, "webhooks", "add", url).split()
         assert endpoint_id.startswith("we_") and secret.startswith("whsec_")
-        listed = openft(hooked, "webhooks", "list")
-        assert endpoint_id in listed and secret not in listed  # shown at creation only
+        endpoints = openft(hooked, "webhooks", "list")
+        assert endpoint_id in endpoints and secret not in endpoints  # shown at creation only
         client = OpenAI(base_url=hooked.base_url, api_key=hooked.key, max_retries=0)
         cancelled = queued_job(client)
         client.fine_tuning.jobs.cancel(cancelled.id)
