@@ -216,6 +216,16 @@ def test_sampling_options(trained: Trained) -> None:
     assert [c.index for c in sampled[0].choices] == [0, 1, 2]
     assert len(set(texts[0])) > 1
     assert sampled[0].usage is not None and sampled[0].usage.completion_tokens <= 24
+    # Values at the edges of OpenAI's ranges are honoured, not failed: a vanishing
+    # temperature or top_p is greedy in the limit, and any 64-bit seed samples.
+    greedy = ask(client, model, "repeat seven", max_tokens=4, temperature=0)
+    for edge in ({"temperature": 1e-300}, {"top_p": 1e-300, "temperature": 1.0}):
+        assert ask(client, model, "repeat seven", max_tokens=4, **edge).choices[
+            0
+        ].message.content == (greedy.choices[0].message.content)
+    for seed in (2**63 - 1, -(2**63)):
+        edged = ask(client, model, "repeat seven", max_tokens=4, temperature=1.0, seed=seed, n=2)
+        assert len(edged.choices) == 2
 
 
 def test_unknown_and_foreign_models_are_404(trained: Trained) -> None:
@@ -253,6 +263,8 @@ def test_unknown_and_foreign_models_are_404(trained: Trained) -> None:
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"logprobs": True}, "logprobs"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
     ],
 )
 def test_bad_parameters_are_400s_that_load_no_model(
@@ -267,6 +279,22 @@ def test_bad_parameters_are_400s_that_load_no_model(
         trained.client.chat.completions.create(**request)
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == param
     assert f"Loaded base model {trained.base_copy}" not in trained.log()
+
+
+def test_a_lone_surrogate_is_a_400(trained: Trained) -> None:
+    # Valid JSON (an escape), but no text a tokenizer can take; SDKs cannot even send it.
+    message = '{"role": "user", "content": "lone \\ud800"}'
+    body = f'{{"model": "{trained.base_copy}", "messages": [{message}]}}'
+    answer = httpx.post(
+        f"{trained.server.base_url}/chat/completions",
+        content=body.encode(),
+        headers={
+            "Authorization": f"Bearer {trained.server.key}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "messages[0].content"
 
 
 def test_the_cli_chats_and_lists_models(trained: Trained) -> None:

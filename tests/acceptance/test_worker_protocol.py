@@ -80,6 +80,16 @@ def test_claim_report_and_lease_errors(server: Server, client: OpenAI) -> None:
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["param"] == "archive" and says in refused.text
     assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+    # Integers past 64 bits are refused as bad input, never met later as a 500.
+    for path, body in (
+        ("events", {"batch": 2**63, "events": []}),
+        ("events", {"batch": 1, "events": [{"message": "m", "data": {"step": 2**63}}]}),
+        ("events", {"batch": 1, "events": [{"message": "m", "data": {"x": [-(2**63) - 1]}}]}),
+        ("heartbeat", {"trained_tokens": 2**64}),
+    ):
+        refused = worker.post(f"/jobs/{job.id}/{path}", json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["type"] == "invalid_request_error"
     batch = {"batch": 1, "events": [{"message": "hello from a worker"}]}
     assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": True}
     assert worker.post(f"/jobs/{job.id}/events", json=batch).json() == {"applied": False}

@@ -45,6 +45,11 @@ def test_missing_final_newline_and_blank_lines_are_fine() -> None:
     [
         ("{not json", "line 2: not valid JSON"),
         ("[1, 2]", "line 2: each line must be a JSON object"),
+        pytest.param(
+            '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "line 2: JSON nested too deeply",
+            id="nested-100000-deep",
+        ),
         ('{"prompt": "x", "completion": "y"}', "line 2: expected a chat example"),
         ('{"messages": []}', "messages must be a non-empty list"),
         ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),

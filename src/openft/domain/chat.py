@@ -35,7 +35,21 @@ class Sampling:
 
 
 def _text(content: Any, param: str) -> str:
-    """A message's content: a string, or OpenAI's list of text parts."""
+    """A message's content: a string, or OpenAI's list of text parts, as UTF-8 can carry it."""
+    text = _parts(content, param)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate: no tokenizer can take it
+        raise InvalidRequest(
+            f"The content holds a character that is not valid Unicode text at position "
+            f"{exc.start}.",
+            param=param,
+            code="invalid_value",
+        ) from None
+    return text
+
+
+def _parts(content: Any, param: str) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
@@ -149,6 +163,11 @@ def sampling(
         "temperature",
     )
     _check(top_p is None or 0 < top_p <= 1, "'top_p' must be above 0 and at most 1.", "top_p")
+    _check(
+        seed is None or -(2**63) <= seed < 2**63,
+        "'seed' must be a 64-bit signed integer.",
+        "seed",
+    )
     _check(n is None or 1 <= n <= MAX_N, f"'n' must be between 1 and {MAX_N}.", "n")
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     _check(len(stops) <= MAX_STOP, f"'stop' may hold at most {MAX_STOP} sequences.", "stop")

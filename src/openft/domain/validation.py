@@ -137,6 +137,8 @@ class FileValidator:
         except json.JSONDecodeError as exc:
             detail = f"not valid JSON ({exc.msg} at column {exc.colno})"
             raise self._fail(detail, self._line) from None
+        except RecursionError:
+            raise self._fail("JSON nested too deeply", self._line) from None
         if not isinstance(example, dict):
             raise self._fail("each line must be a JSON object", self._line)
         try:

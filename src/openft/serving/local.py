@@ -247,7 +247,8 @@ class LocalEngine(Engine):
             if request.sampling.seed is None:
                 generator.seed()
             else:
-                generator.manual_seed(request.sampling.seed + index)
+                # Any 64-bit seed, and the next ones for n > 1, as torch takes them.
+                generator.manual_seed((request.sampling.seed + index) % 2**64)
             self._active.append(_Sequence(request, index, base, adapter, prompt, generator))
         self._touch(base.name, adapter)
 
@@ -458,7 +459,11 @@ def _choose(logits: Any, sampling: Sampling, generator: Any) -> int:
 
     if sampling.temperature == 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    # In float64 (where a temperature of 1e-300 is not 0), the largest logit subtracted
+    # before dividing: a tiny temperature then sends the others to -inf (greedy in the
+    # limit), never 0/0 or inf - inf = NaN.
+    scores = logits.double()
+    probs = torch.softmax((scores - scores.max()) / sampling.temperature, dim=-1)
     if sampling.top_p < 1:
         ordered, order = probs.sort(descending=True)
         # Keep the most likely tokens until their mass reaches top_p (at least one).

@@ -5,15 +5,32 @@ Routes and semantics: api/routes/worker.py and docs/workers.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from openft.domain.entities import Control, EventDraft, EventLevel, EventType, JobError
 from openft.wire import FineTuningJob, FineTuningJobCheckpoint
 
 WORKER_HEADER = "OpenFT-Worker"
 MAX_BATCH_EVENTS = 10_000
+# Every integer a worker sends is stored in a 64-bit column or encoded by orjson, which
+# both stop at 2**63 - 1: a larger one is refused here (422), never met later as a 500.
+INT64 = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64)]
+
+
+def _check_integers(value: Any, path: str) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -INT64 - 1 <= value <= INT64:
+        raise ValueError(f"{path} is out of the 64-bit integer range")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_integers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_integers(item, f"{path}[{index}]")
 
 
 class ClaimRequest(BaseModel):
@@ -38,8 +55,8 @@ class ClaimReply(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    trained_tokens: int | None = None
-    estimated_finish: int | None = None
+    trained_tokens: Count | None = None
+    estimated_finish: Count | None = None
 
 
 class HeartbeatReply(BaseModel):
@@ -51,7 +68,13 @@ class EventIn(BaseModel):
     level: EventLevel = EventLevel.INFO
     type: EventType = EventType.MESSAGE
     data: dict[str, Any] = Field(default_factory=dict)
-    created_at: int | None = None
+    created_at: Count | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _integers_in_range(cls, data: dict[str, Any]) -> dict[str, Any]:
+        _check_integers(data, "data")
+        return data
 
     def draft(self) -> EventDraft:
         return EventDraft(self.message, self.level, self.type, self.data, self.created_at)
@@ -62,7 +85,9 @@ class EventIn(BaseModel):
 
 
 class EventBatch(BaseModel):
-    batch: int = Field(ge=1, description="Numbers a worker's batches 1, 2, ... per attempt.")
+    batch: int = Field(
+        ge=1, le=INT64, description="Numbers a worker's batches 1, 2, ... per attempt."
+    )
     events: list[EventIn] = Field(max_length=MAX_BATCH_EVENTS)
 
 
@@ -82,11 +107,11 @@ class Failure(BaseModel):
 class CheckpointMeta(BaseModel):
     """The `meta` field of a checkpoint upload (its `archive` is a tar.gz)."""
 
-    step: int = Field(ge=1)
+    step: int = Field(ge=1, le=INT64)
     metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class CompletionMeta(BaseModel):
     """The `meta` field of a completion (its `archive` is the adapter as a tar.gz)."""
 
-    trained_tokens: int = Field(ge=0)
+    trained_tokens: Count
