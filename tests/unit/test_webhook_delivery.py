@@ -183,3 +183,34 @@ def test_an_allowed_internal_receiver_gets_signed_deliveries(
         )
     finally:
         webhooks.close()
+
+
+def test_a_slow_endpoint_with_a_backlog_holds_one_sender_only(
+    services: Services, clock: Clock
+) -> None:
+    """Two senders, a slow endpoint with four deliveries due before a healthy one's
+    four: the healthy ones all arrive while the slow endpoint's first try is under way."""
+    slow, healthy = Receiver("slow", trickle_seconds=0.5), Receiver()
+    webhooks = WebhookService(
+        services.db,
+        allowed_hosts=AllowedHosts.parse("127.0.0.1/32"),
+        try_seconds=TRY_SECONDS,
+        concurrency=2,
+        clock=clock,
+    )
+    try:
+        with serving(slow, healthy):
+            for receiver in (slow, healthy):
+                principal = _project(services, receiver.behaviour)
+                webhooks.add(principal, receiver.url)
+                for _ in range(4):
+                    _cancelled_job(services, principal)
+            started = time.monotonic()
+            while len(healthy.received) < 4 and time.monotonic() - started < TRY_SECONDS:
+                webhooks.deliver_due()  # as the server's loop calls it
+                time.sleep(0.02)
+            assert len(healthy.received) == 4
+            assert len(slow.received) == 1  # its other three wait their turn
+            assert webhooks.wait_idle(TRY_SECONDS + 5)
+    finally:
+        webhooks.close()

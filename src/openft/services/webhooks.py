@@ -8,11 +8,11 @@ OpenAI signs its webhooks, and records the answer: a 2xx ends it, anything else 
 again later with exponential backoff. After a 2xx it is never sent again.
 
 One endpoint cannot hold up another's deliveries: tries run on a pool of threads, each
-with its own total time limit, and the loop takes only as many deliveries as there are
-free threads, so a slow receiver occupies one thread for at most one try's time while
-the others keep going. URLs are parsed and judged at registration, and judged again at
-connect time (webhook_guard.py): webhooks reach public addresses only, unless the
-operator allows more (`OPENFT_WEBHOOK_ALLOWED_HOSTS`).
+with its own total time limit; the loop takes only as many deliveries as there are free
+threads, and one per endpoint at a time, so a slow receiver occupies one thread at most,
+each try cut off at its time limit, while the others keep going. URLs are parsed and judged
+at registration, and judged again at connect time (webhook_guard.py): webhooks reach
+public addresses only, unless the operator allows more (`OPENFT_WEBHOOK_ALLOWED_HOSTS`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class WebhookService:
         self._concurrency = concurrency
         self._sender = WebhookSender(self._allowed, try_seconds, concurrency, resolver)
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="openft-webhook")
-        self._in_flight = 0
+        self._busy: set[str] = set()  # endpoints with a try under way in this process
         self._idle = threading.Condition()
 
     def add(self, principal: Principal, url: str) -> WebhookEndpoint:
@@ -129,14 +129,16 @@ class WebhookService:
         """Start sending what is due, as many as there are free senders; how many were
         started. It does not wait for them (`wait_idle` does)."""
         with self._idle:
-            free = min(limit, self._concurrency - self._in_flight)
+            free = min(limit, self._concurrency - len(self._busy))
+            busy = frozenset(self._busy)
         if free <= 0:
             return 0
         now = self._clock()
         with self._db.write() as tx:
-            due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free)
+            # One try per endpoint at a time: a slow endpoint holds one sender only.
+            due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free, busy)
         with self._idle:
-            self._in_flight += len(due)
+            self._busy.update(endpoint.id for _delivery, endpoint in due)
         for delivery, endpoint in due:
             self._pool.submit(self._try, delivery, endpoint)
         return len(due)
@@ -144,7 +146,7 @@ class WebhookService:
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no delivery is being sent; False if some still are after `timeout`."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            return self._idle.wait_for(lambda: not self._busy, timeout)
 
     def _try(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:
         try:
@@ -153,7 +155,7 @@ class WebhookService:
             log.exception("webhook %s to %s: not recorded", delivery.event_id, endpoint.id)
         finally:
             with self._idle:
-                self._in_flight -= 1
+                self._busy.discard(endpoint.id)
                 self._idle.notify_all()
 
     def _send(self, delivery: WebhookDelivery, endpoint: WebhookEndpoint) -> None:

@@ -282,10 +282,12 @@ class Transaction(ABC):
 
     @abstractmethod
     def claim_webhook_deliveries(
-        self, now: int, lease_until: int, limit: int
+        self, now: int, lease_until: int, limit: int, busy: frozenset[str] = frozenset()
     ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
         """Take deliveries that are due, holding them until `lease_until`: no other sender
-        takes them meanwhile, and a sender that dies leaves them due again then."""
+        takes them meanwhile, and a sender that dies leaves them due again then. At most
+        one per endpoint, and none of the `busy` endpoints (a try to them is under way):
+        a slow endpoint then holds one sender, never all of them."""
 
     @abstractmethod
     def record_webhook_attempt(

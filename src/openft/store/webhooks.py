@@ -89,18 +89,22 @@ class WebhookQueries:
             self._conn.execute(insert(D), rows)
 
     def claim_webhook_deliveries(
-        self, now: int, lease_until: int, limit: int
+        self, now: int, lease_until: int, limit: int, busy: frozenset[str] = frozenset()
     ) -> list[tuple[WebhookDelivery, WebhookEndpoint]]:
         """Due deliveries, each held until `lease_until` so that no other sender takes
-        it meanwhile (SKIP LOCKED on PostgreSQL; SQLite's write lock otherwise)."""
-        due = (
-            select(D.c.pk)
-            .where(D.c.next_attempt_at <= now)
-            .order_by(D.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        pks = list(self._conn.execute(due).scalars())
+        it meanwhile (SKIP LOCKED on PostgreSQL; SQLite's write lock otherwise), at most
+        one per endpoint and none of the `busy` endpoints, oldest first."""
+        due = select(D.c.pk, D.c.endpoint_pk).where(D.c.next_attempt_at <= now)
+        if busy:
+            due = due.where(D.c.endpoint_pk.not_in(select(E.c.pk).where(E.c.id.in_(busy))))
+        # A window wider than `limit`: one endpoint's backlog must not fill the whole claim.
+        window = due.order_by(D.c.next_attempt_at, D.c.pk).limit(limit * 4)
+        pks: list[int] = []
+        endpoints: set[int] = set()
+        for pk, endpoint_pk in self._conn.execute(window.with_for_update(skip_locked=True)):
+            if endpoint_pk not in endpoints and len(pks) < limit:
+                endpoints.add(endpoint_pk)
+                pks.append(pk)
         if not pks:
             return []
         self._conn.execute(update(D).where(D.c.pk.in_(pks)).values(next_attempt_at=lease_until))
