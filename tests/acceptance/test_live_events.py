@@ -5,16 +5,21 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from openai import OpenAI
+from sqlalchemy import make_url
 
+from openft.cli.wiring import build_services
 from openft.domain.entities import EventDraft
 from openft.services.container import Services
+from openft.settings import Settings
 from openft.testing.server import Server, running_server, wait_until
 from tests.acceptance.helpers import queued_job
 from tests.conftest import _fresh_database
@@ -187,3 +192,145 @@ def test_a_follower_on_one_process_sees_what_another_wrote(
         thread.join(30)
         assert follower.done
         assert follower.ids == listed_oldest_first(client, job.id)
+
+
+# The test's own connections, spared by the terminator: only the server's are cut.
+SPARED = ("openft-test-terminator", "openft-test-appender")
+LISTENING = f"LISTEN {'openft_events'}"
+
+
+class Terminator:
+    """Terminates all the server's PostgreSQL connections (what a failover or a pooler's
+    restart does to them) every `every` seconds or a little more, from a thread, until
+    stopped: each time as soon as one of them is caught in the middle of a transaction
+    (a feed reading), so that a read fails, rather than only idle connections that the
+    pool would quietly replace."""
+
+    def __init__(self, database_url: str, every: float) -> None:
+        self._conn = _spared_connection(database_url)
+        self._every = every
+        self._stop = threading.Event()
+        self.rounds = 0
+        self.caught = 0  # rounds that cut a transaction
+        self.listeners_cut = 0  # LISTEN connections among those terminated
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.caught += self._catch_a_transaction()
+            # Chosen first, then terminated: in one WHERE, the planner may call
+            # pg_terminate_backend before the conditions that spare the test's own.
+            cut = self._conn.execute(
+                "WITH doomed AS MATERIALIZED (SELECT pid, query FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND NOT application_name = ANY(%s))"
+                " SELECT query FROM doomed WHERE pg_terminate_backend(pid)",
+                [list(SPARED)],
+            ).fetchall()
+            self.rounds += 1
+            self.listeners_cut += sum(1 for (query,) in cut if query == LISTENING)
+
+    def _catch_a_transaction(self) -> bool:
+        """Wait, `every` seconds at most, for a server connection in a transaction."""
+        deadline = time.monotonic() + self._every
+        while time.monotonic() < deadline and not self._stop.is_set():
+            busy = self._conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND NOT application_name = ANY(%s)"
+                " AND state IN ('active', 'idle in transaction')",
+                [list(SPARED)],
+            ).fetchone()
+            if busy and busy[0]:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def __enter__(self) -> Terminator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._conn.close()
+
+
+def _spared_connection(database_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    url = make_url(database_url).set(drivername="postgresql")
+    return psycopg.connect(
+        url.render_as_string(hide_password=False), autocommit=True, application_name=SPARED[0]
+    )
+
+
+def _listening(database_url: str) -> bool:
+    """Whether the server LISTENs for events (on a connection of its own)."""
+    with _spared_connection(database_url) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query = %s",
+            [LISTENING],
+        ).fetchone()
+    return bool(found and found[0])
+
+
+def _appender(database_url: str, data_dir: Path) -> Services:
+    """The services of another process (a worker, say) on the same database, writing on
+    connections the terminator spares: every append it makes commits."""
+    url = make_url(database_url).update_query_dict({"application_name": SPARED[1]})
+    return build_services(
+        Settings(data_dir=data_dir, database_url=url.render_as_string(hide_password=False)), []
+    )
+
+
+@pytest.mark.postgres
+def test_followers_get_every_event_once_and_done_while_connections_are_terminated(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    url = postgres_database
+    # Polling once a minute: what comes after the outage is heard through a LISTEN that
+    # must have come back by itself.
+    with running_server(
+        url, tmp_path / "server", "tiny=/nonexistent/tiny", env=NO_POLLING
+    ) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=5)
+        job = queued_job(client)
+        followers = [Follower(events_url(server, job.id), server.key) for _ in range(3)]
+        threads = [follower.start() for follower in followers]
+        for follower in followers:
+            wait_until(lambda f=follower: len(f.ids) >= 3, 10, 0.05, "the replay")  # type: ignore[misc]
+        appender = _appender(url, tmp_path / "appender")
+        principal = appender.keys.authenticate(server.key)
+        log = server.data_dir / "server.log"
+        with Terminator(url, every=1.0) as terminator:
+            batch = 0
+            while terminator.rounds < 8 or batch < 20:
+                appender.events.append(job.id, [EventDraft(f"live {batch}.{n}") for n in range(5)])
+                batch += 1
+                time.sleep(0.05)
+        wait_until(lambda: _listening(url), 30, 0.1, "the LISTEN connection back")
+        appender.events.append(job.id, [EventDraft("after the outage")])
+        wait_until(
+            lambda: all(
+                f.events and f.events[-1]["message"] == "after the outage" for f in followers
+            ),
+            30,
+            0.05,
+            "the event after the outage, through a notification",
+        )
+        appender.jobs.cancel(principal, job.id)
+        for thread in threads:
+            thread.join(30)
+        expected = listed_oldest_first(client, job.id)
+        appender.close()
+    assert len(expected) == 3 + batch * 5 + 1 + 1
+    for follower in followers:
+        assert follower.done and follower.error is None
+        assert follower.ids == expected  # every event, once, in order
+    # The outage was lived through (reads failed, the LISTEN connection was cut), and
+    # said in a line as it began and one as it ended, never with a traceback.
+    assert terminator.caught and terminator.listeners_cut
+    text = log.read_text()
+    began = text.count("live events cannot read the database")
+    assert 0 < began <= terminator.rounds
+    assert began == text.count("live events read the database again")
+    assert "Task exception was never retrieved" not in text and "services/live.py" not in text

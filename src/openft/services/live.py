@@ -8,23 +8,35 @@ feed wakes when this process commits events for its job (`Store.on_events`), and
 every `poll_seconds` besides, so events written by another process arrive too: a lost
 wake-up delays, never loses. A follower that falls `queue_batches` behind is dropped
 (`FollowerTooSlow`) rather than slowing the others; it reconnects from its last event.
+
+A read the store cannot serve (`StoreUnavailable`: the database restarted, or dropped
+the connection) is tried again with a growing delay, from the last event handed out, so
+an outage delays a stream and never ends or duplicates it. It is logged once per outage,
+not per try.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from openft.domain.entities import Event, EventLog, Page, Principal
-from openft.domain.errors import InvalidCursor
+from openft.domain.errors import InvalidCursor, StoreUnavailable
 from openft.domain.status import TERMINAL
 from openft.services.events import job_not_found
 from openft.store.interface import Store
 
+log = logging.getLogger(__name__)
 BATCH = 500
+# Tries after a failed read: a blip (a dropped connection) is over at the first, an
+# outage (a restart) is asked about every few seconds, not hammered.
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MOST_SECONDS = 5.0
 T = TypeVar("T")
 Read = tuple[EventLog, Page[Event]] | None
 
@@ -51,12 +63,34 @@ class _TooSlow:
     """What a feed hands a follower it dropped for falling behind."""
 
 
+class FeedFailed(StreamEnded):
+    """The job's feed failed for a reason other than the database's absence (a bug)."""
+
+
 class _Stopping:
     """What every follower is handed when the server shuts down."""
 
 
-_END, _TOO_SLOW, _STOPPING = _End(), _TooSlow(), _Stopping()
-Item = list[Event] | _End | _TooSlow | _Stopping
+class _Failed:
+    """What a feed that failed unexpectedly hands its followers, so none waits forever."""
+
+
+_END, _TOO_SLOW, _STOPPING, _FAILED = _End(), _TooSlow(), _Stopping(), _Failed()
+Item = list[Event] | _End | _TooSlow | _Stopping | _Failed
+
+
+@dataclass
+class _Backoff:
+    """The delay before the next try of a failed read: doubling up to a ceiling."""
+
+    delay: float = RETRY_FIRST_SECONDS
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(RETRY_MOST_SECONDS, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = RETRY_FIRST_SECONDS
 
 
 @dataclass(eq=False)
@@ -86,6 +120,7 @@ class LiveEvents:
         self._watcher: asyncio.Task[None] | None = None
         self._followers: set[asyncio.Queue[Item]] = set()
         self._stopping = False
+        self._outage_since: float | None = None  # monotonic time of the first failed read
         db.on_events(self._committed)
 
     # -- wake-ups (from any thread) ----------------------------------------------------
@@ -101,6 +136,11 @@ class LiveEvents:
             if feed is not None:
                 feed.wake.set()
 
+    def _wake_all(self) -> None:
+        """The store listens (again): what it did not hear meanwhile is read now."""
+        for feed in self._feeds.values():
+            feed.wake.set()
+
     # -- reading -----------------------------------------------------------------------
 
     async def _read(self, job_id: str, after_seq: int, limit: int = BATCH) -> Read:
@@ -109,7 +149,22 @@ class LiveEvents:
                 return tx.read_events_since(job_id, after_seq=after_seq, limit=limit)
 
         # SQLite answers faster than a thread hop costs; a network database waits.
-        return read() if self._db.inline_reads else await asyncio.to_thread(read)
+        found = read() if self._db.inline_reads else await asyncio.to_thread(read)
+        self._recovered()
+        return found
+
+    def _failed(self, exc: StoreUnavailable) -> None:
+        """A read failed: said once per outage (its tries are many, and all alike)."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            cause = str(exc.__cause__ or exc).strip().splitlines() or [type(exc).__name__]
+            log.warning("live events cannot read the database (%s); retrying", cause[0])
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            lasted = time.monotonic() - self._outage_since
+            self._outage_since = None
+            log.info("live events read the database again after %.1f s", lasted)
 
     async def start(self, principal: Principal, job_id: str, last_event_id: str | None) -> int:
         """Check that the follower may follow (its job, its cursor) before a byte of the
@@ -137,11 +192,19 @@ class LiveEvents:
         self._followers.add(queue)
         feed: _Feed | None = None
         seen = after_seq
+        backoff = _Backoff()
         try:
             while True:  # replay from the store until it has nothing more
                 if self._stopping:
                     raise ServerStopping("This server is shutting down.")
-                found = await self._read(job_id, seen)
+                try:
+                    found = await self._read(job_id, seen)
+                except StoreUnavailable as exc:
+                    self._failed(exc)
+                    await asyncio.sleep(backoff.next())
+                    yield []  # a keep-alive: the stream lives while the database is away
+                    continue
+                backoff.reset()
                 if found is None:
                     return
                 log, page = found
@@ -168,6 +231,8 @@ class LiveEvents:
                     raise FollowerTooSlow("This follower fell behind its job's events.")
                 if isinstance(item, _Stopping):
                     raise ServerStopping("This server is shutting down.")
+                if isinstance(item, _Failed):
+                    raise FeedFailed("This server could not follow the job's events.")
                 fresh = [event for event in item if event.seq > seen]
                 if fresh:
                     seen = fresh[-1].seq
@@ -194,7 +259,9 @@ class LiveEvents:
         """On the first follower: hear of other processes' commits from the store."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-            self._watcher = self._loop.create_task(self._db.watch_events(self._wake))
+            self._watcher = self._loop.create_task(
+                self._db.watch_events(self._wake, on_listening=self._wake_all)
+            )
 
     async def aclose(self) -> None:
         """Stop listening (the app's shutdown, before its event loop ends)."""
@@ -217,16 +284,32 @@ class LiveEvents:
         return feed
 
     async def _run(self, feed: _Feed) -> None:
-        """The one reader of a followed job in this process, while it has followers."""
+        """The one reader of a followed job in this process, while it has followers. A
+        failed read is tried again after a growing delay (or sooner, when woken), from
+        the feed's position: the last event it handed out."""
+        backoff = _Backoff()
+        wait = self._poll_seconds
         try:
             while feed.followers:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(feed.wake.wait(), self._poll_seconds)
+                    await asyncio.wait_for(feed.wake.wait(), wait)
                 feed.wake.clear()
-                ended = await self._deliver_new(feed)
+                try:
+                    ended = await self._deliver_new(feed)
+                except StoreUnavailable as exc:
+                    self._failed(exc)
+                    wait = backoff.next()
+                    continue
+                backoff.reset()
+                wait = self._poll_seconds
                 if ended:
                     self._hand(feed, _END)
                     return
+        except Exception:
+            # Not the database's absence: a bug. Its followers are told to reconnect
+            # (a fresh feed serves them), rather than left with keep-alives forever.
+            log.exception("the live feed of fine-tuning job %s failed", feed.job_id)
+            self._hand(feed, _FAILED)
         finally:
             if self._feeds.get(feed.job_id) is feed:
                 del self._feeds[feed.job_id]

@@ -90,6 +90,12 @@ def make_admin_engine(url: str) -> Engine:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's gist for a one-line log (psycopg's texts run over several lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class Database(Store):
     """Transaction scopes over one engine; database errors are translated once, here."""
 
@@ -169,21 +175,37 @@ class Database(Store):
                     self._pages = pool
         return self._pages
 
-    async def watch_events(self, on_events: Callable[[frozenset[str]], None]) -> None:
+    async def watch_events(
+        self,
+        on_events: Callable[[frozenset[str]], None],
+        *,
+        on_listening: Callable[[], None] = lambda: None,
+    ) -> None:
         if self.dialect != "postgresql":
-            await super().watch_events(on_events)
+            await super().watch_events(on_events, on_listening=on_listening)
             return
         url = self._libpq_url()
         delay = 0.5
+        lost = False
         while True:  # until cancelled; a lost connection is opened again
             try:
                 async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     delay = 0.5
+                    if lost:  # once per outage, as the loss was
+                        log.info("the events notification channel is back")
+                        lost = False
+                        on_listening()
                     async for notice in conn.notifies():  # the payload: a job's id
                         on_events(frozenset({notice.payload}))
-            except psycopg.OperationalError:
-                log.warning("lost the events notification channel; polling until it is back")
+            except psycopg.Error as exc:
+                # Terminated, restarted, unreachable: said once, not at every try.
+                if not lost:
+                    log.warning(
+                        "lost the events notification channel (%s); polling until it is back",
+                        _first_line(exc),
+                    )
+                    lost = True
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
 

@@ -210,6 +210,10 @@ class Transaction(ABC):
         changed) if that worker no longer holds it, or they changed."""
 
     @abstractmethod
+    def running_ids_held_by(self, holder_prefix: str) -> list[str]:
+        """Running jobs whose holder's name starts with `holder_prefix` (a key's workers)."""
+
+    @abstractmethod
     def stale_running_ids(self, heartbeat_before: int) -> list[str]:
         """Running jobs whose worker has not been heard from since `heartbeat_before`."""
 
@@ -336,10 +340,16 @@ class Store(ABC):
 
         return await asyncio.to_thread(read)
 
-    async def watch_events(self, on_events: Callable[[frozenset[str]], None]) -> None:
+    async def watch_events(
+        self,
+        on_events: Callable[[frozenset[str]], None],
+        *,
+        on_listening: Callable[[], None] = lambda: None,
+    ) -> None:
         """Until cancelled: call `on_events` with the ids of the jobs whose events another
-        process committed, as soon as the store hears of it. A store that cannot tell
-        hears nothing; followers poll it."""
+        process committed, as soon as the store hears of it, and `on_listening` each time
+        it starts to listen again after losing its channel (what was committed meanwhile
+        went unheard). A store that cannot tell hears nothing; followers poll it."""
         await asyncio.Event().wait()
 
     async def aclose(self) -> None:  # noqa: B027 (most stores open nothing on a loop)
