@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import resource
+import shutil
+import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +21,10 @@ from openft.cli.wiring import build_services
 from openft.domain import webhooks as signing
 from openft.domain.entities import BaseModel, KeyScope, Principal, WebhookEndpoint
 from openft.domain.webhook_addresses import AllowedHosts
-from openft.domain.webhook_urls import IPAddress
+from openft.domain.webhook_urls import IPAddress, parse_webhook_url
 from openft.services.container import Services
 from openft.services.webhook_guard import Resolver, resolve
+from openft.services.webhook_sender import Outcome, WebhookSender
 from openft.services.webhooks import WebhookService
 from openft.settings import Settings
 from openft.testing import queued_job
@@ -214,3 +218,53 @@ def test_a_slow_endpoint_with_a_backlog_holds_one_sender_only(
             assert webhooks.wait_idle(TRY_SECONDS + 5)
     finally:
         webhooks.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+def test_https_checks_the_url_host_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    """The sender connects to the address it judged, yet TLS verifies the URL's name: a
+    certificate for hooks.test is accepted for https://hooks.test/, not for another name
+    that resolves to the same address."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=hooks.test", "-addext", "subjectAltName=DNS:hooks.test"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *subject,
+            *files,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    loopback = [ipaddress.ip_address("127.0.0.1")]
+    sender = WebhookSender(
+        AllowedHosts.parse("hooks.test other.test"),
+        TRY_SECONDS,
+        2,
+        resolver=lambda _host, _port: loopback,
+        ssl_context=trusting,
+    )
+    receiver = Receiver()
+    try:
+        with serving(receiver, tls=server_side):
+            good = parse_webhook_url(f"https://hooks.test:{receiver.port}/in")
+            assert sender.post(good, {}, b"{}") == Outcome(204, None)
+            ((_at, headers, _body),) = receiver.received
+            assert headers["host"] == f"hooks.test:{receiver.port}"
+            other = parse_webhook_url(f"https://other.test:{receiver.port}/in")
+            assert sender.post(other, {}, b"{}") == Outcome(None, "could not connect to other.test")
+    finally:
+        sender.close()

@@ -15,6 +15,7 @@ import ssl
 from dataclasses import dataclass
 
 import httpcore
+import httpx
 
 from openft.domain.webhook_addresses import AllowedHosts
 from openft.domain.webhook_urls import WebhookUrl
@@ -46,10 +47,12 @@ class WebhookSender:
         try_seconds: float,
         concurrency: int,
         resolver: Resolver = resolve,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._try_seconds = try_seconds
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl.create_default_context(),
+            # By default httpx's: the same CA bundle (certifi, or SSL_CERT_FILE) as before.
+            ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=concurrency,
             max_keepalive_connections=0,  # a fresh connection, and deadline, per try
             retries=0,

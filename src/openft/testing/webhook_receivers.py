@@ -4,6 +4,7 @@ answer trickled a byte at a time)."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -70,13 +71,18 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serving(*receivers: Receiver) -> Iterator[tuple[Receiver, ...]]:
-    """Each receiver listening on a free loopback port (set in `port`) until exit."""
+def serving(
+    *receivers: Receiver, tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[Receiver, ...]]:
+    """Each receiver listening on a free loopback port (set in `port`) until exit, over
+    TLS with `tls` (a server-side context)."""
     servers = []
     try:
         for receiver in receivers:
             server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
             server.daemon_threads = True
+            if tls is not None:
+                server.socket = tls.wrap_socket(server.socket, server_side=True)
             receiver.port = server.server_address[1]
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
