@@ -15,7 +15,7 @@ from openai import OpenAI
 
 from openft.domain.status import TERMINAL
 from openft.testing.data import toy_chat_file
-from openft.testing.server import Server, running_server, wait_until
+from openft.testing.server import Server, openft_command, running_server, wait_until
 from tests.conftest import _fresh_database
 
 # Each test here trains a real (tiny) model: minutes, not seconds.
@@ -207,3 +207,43 @@ def test_two_workers_run_each_of_50_jobs_exactly_once(
         assert len(starts) == 1 and not any("resumed" in e.message for e in log)
         workers.add(starts[0].data["worker_id"])
     assert workers == {"alpha", "beta"}
+
+
+def test_a_revoked_worker_key_requeues_its_job_and_stops_its_worker(
+    sqlite_server: Server, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    client = client_of(sqlite_server)
+    train = client.files.create(file=("t.jsonl", toy_chat_file(16)), purpose="fine-tune").id
+    job_id = client.fine_tuning.jobs.create(
+        model="tiny", training_file=train, hyperparameters={"n_epochs": 6, "batch_size": 1}
+    ).id
+    worker = start_worker("doomed")
+    wait_until(
+        lambda: client.fine_tuning.jobs.retrieve(job_id).status == "running", 60, what="a start"
+    )
+    location = sqlite_server.location()
+    listing = openft_command("keys", "list", *location).splitlines()
+    key_id = next(line.split("\t")[0] for line in listing if "\tworkers\t" in line)
+    revoked = subprocess.run(
+        [sys.executable, "-m", "openft.cli.main", "keys", "revoke", key_id, *location],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert revoked.stderr.strip() == f"revoked {key_id}; 1 running job(s) requeued"
+
+    # At once: the job is back in the queue, and its events say why.
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    assert job.status == "queued"
+    warning = all_events(client, job_id)[-1]
+    assert warning.level == "warn"
+    assert warning.message == (
+        f"The key of the worker running this job ({key_id}) was revoked; "
+        "the job goes back to the queue"
+    )
+    # Within the key cache time (10 s), the worker is refused, stops its trainer and exits
+    # non-zero with the cause; nothing of it is left running (the session checks).
+    assert worker.wait(timeout=60) == 3
+    log = (tmp_path / "doomed.log").read_text()
+    assert "The server refuses this worker's key (revoked?): the worker stops." in log
+    assert client.fine_tuning.jobs.retrieve(job_id).status == "queued"

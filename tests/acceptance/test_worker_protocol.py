@@ -98,6 +98,14 @@ def test_claim_report_and_lease_errors(server: Server, client: OpenAI) -> None:
         == "hello from a worker"
     )
 
+    # Another worker key that copies this worker's name (the job's events show it)
+    # holds nothing: a key acts only as the workers it started.
+    impostor = worker_http(server, server.new_key("workers", scope="worker"), "w-test")
+    for call in ("heartbeat", "events", "stopped"):
+        body = {"batch": 9, "events": [{"message": "forged"}]} if call == "events" else {}
+        forged = impostor.post(f"/jobs/{job.id}/{call}", json=body)
+        assert forged.status_code == 409 and forged.json()["error"]["code"] == "lease_lost"
+    assert "forged" not in [e.message for e in client.fine_tuning.jobs.list_events(job.id)]
     other = worker_http(server, key, "someone-else")
     lost = other.post(f"/jobs/{job.id}/heartbeat", json={})
     assert lost.status_code == 409 and lost.json()["error"]["code"] == "lease_lost"

@@ -238,13 +238,20 @@ def _loopback(host: str) -> str:
 
 def _worker_task(base_url: str, key: str, worker_id: str, settings: Settings) -> Any:
     from openft.cli.wiring import runner_settings
-    from openft.worker.client import WorkerClient
+    from openft.worker.client import KeyRefused, WorkerClient
     from openft.worker.loop import run_worker
 
     def task(stop: threading.Event) -> None:
         client = WorkerClient(base_url, key, worker_id)
         try:
             run_worker(client, runner_settings(settings), stop)
+        except KeyRefused as exc:
+            logging.getLogger("openft.worker").error(
+                "%s The server refuses this worker's key (revoked?): the worker stops. "
+                "Start it with a valid worker key (`openft keys create --scope worker`).",
+                exc.describe(),
+            )
+            raise
         finally:
             client.close()
 
@@ -286,10 +293,14 @@ def worker_command(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     name = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    from openft.worker.client import KeyRefused
+
     try:
         _worker_task(base_url, key, name, settings)(stop)
     except KeyboardInterrupt:
         stop.set()
+    except KeyRefused:  # said in the log: exit non-zero, so a supervisor sees it
+        raise typer.Exit(code=3) from None
 
 
 @contextlib.contextmanager
@@ -369,7 +380,12 @@ def keys_revoke(
             services.keys.revoke(key_id)
         except NotFound as exc:
             raise _fail(exc.message) from None
-    typer.echo(f"revoked {key_id}", err=True)
+        # Its workers' jobs go back to the queue now, saying why, not once they time out.
+        released = services.worker.release_key(key_id)
+    typer.echo(
+        f"revoked {key_id}" + (f"; {released} running job(s) requeued" if released else ""),
+        err=True,
+    )
 
 
 @app.command()

@@ -68,10 +68,22 @@ class Project:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the project a key belongs to and what the key may do."""
+    """Who is calling: the project a key belongs to, what the key may do, and its id."""
 
     project_id: str
     scope: KeyScope
+    key_id: str = ""
+
+    def holder(self, worker_id: str) -> str:
+        return holder_name(self.key_id, worker_id)
+
+
+def holder_name(key_id: str, worker_id: str = "") -> str:
+    """The name a worker's hold on a job is kept under: the id of its key and the name it
+    gave itself (without one: the prefix of every worker of that key). A key can act only
+    as the workers it started: another key that copies a worker's name (shown in the
+    job's events) holds nothing."""
+    return f"{key_id}/{worker_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +100,7 @@ class ApiKey:
 
     @property
     def principal(self) -> Principal:
-        return Principal(self.project_id, self.scope)
+        return Principal(self.project_id, self.scope, self.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,14 @@ def resumed_from(step: int, attempt: int, worker_id: str) -> EventDraft:
     )
 
 
+def worker_key_revoked(key_id: str) -> EventDraft:
+    return EventDraft(
+        f"The key of the worker running this job ({key_id}) was revoked; the job goes back "
+        "to the queue",
+        level=EventLevel.WARN,
+    )
+
+
 def worker_lost(attempt: int, max_attempts: int) -> EventDraft:
     return EventDraft(
         f"The worker running this job stopped responding; the job goes back to the queue "

@@ -32,8 +32,9 @@ from openft.domain.entities import (
     JobStatus,
     Method,
     Outcome,
+    holder_name,
 )
-from openft.domain.errors import LeaseLost, NotFound
+from openft.domain.errors import LeaseLost, NotFound, Unauthenticated
 from openft.domain.hyperparameters import resolve
 from openft.domain.ids import new_checkpoint_id
 from openft.domain.naming import checkpoint_model, fine_tuned_model
@@ -177,10 +178,20 @@ class WorkerService:
     def _name(tx: Transaction, job: Job) -> str:
         return fine_tuned_model(job.model, tx.project_name(job.project_id), job.suffix, job.id)
 
-    def claim(self, worker_id: str) -> Assignment | None:
-        """Take the oldest queued job, resolve its "auto" hyperparameters, and say so."""
+    def claim(
+        self, worker_id: str, name: str | None = None, key_id: str | None = None
+    ) -> Assignment | None:
+        """Take the oldest queued job for the holder `worker_id`, resolve its "auto"
+        hyperparameters, and say so (naming the worker `name`, by default its holder).
+
+        With the worker's `key_id`, the key is checked in the same transaction, not from
+        a process's cache: a revoked key's worker never takes back the jobs its
+        revocation just requeued."""
+        shown = worker_id if name is None else name
         now = self._clock()
         with self._db.write() as tx:
+            if key_id is not None and not tx.key_is_live(key_id):
+                raise Unauthenticated(f"The worker key {key_id} was revoked.")
             job = tx.claim_next(worker_id, now)
             if job is None:
                 return None
@@ -194,9 +205,9 @@ class WorkerService:
             latest = tx.latest_checkpoint(job.id)
             attempt = job.lease.attempts
             started = (
-                messages.started(worker_id)
+                messages.started(shown)
                 if attempt == 1
-                else messages.resumed_from(latest.step_number if latest else 0, attempt, worker_id)
+                else messages.resumed_from(latest.step_number if latest else 0, attempt, shown)
             )
             tx.append_events(job.id, [started], now)
             return Assignment(
@@ -373,6 +384,32 @@ class WorkerService:
                 return True
         except LeaseLost:
             return False  # its worker spoke up or finished it meanwhile, or it was asked
+
+    def release_key(self, key_id: str) -> int:
+        """Take back the running jobs held by workers of a revoked key, saying why: each
+        goes back to the queue (a pending cancel or pause is honoured instead), so that
+        another worker resumes it from its last checkpoint. Returns how many."""
+        now = self._clock()
+        prefix = holder_name(key_id)
+        with self._db.read() as tx:
+            held = tx.running_ids_held_by(prefix)
+        released = 0
+        for job_id in held:
+            with self._db.write() as tx:
+                job = tx.get_job(job_id)
+                lease = job.lease if job is not None else None
+                if job is None or lease is None or not lease.worker_id.startswith(prefix):
+                    continue  # finished or taken back meanwhile
+                if job.control is not None:
+                    outcome, draft = stop_outcome(job.control)
+                else:
+                    outcome, draft = Outcome(S.QUEUED), messages.worker_key_revoked(key_id)
+                try:
+                    self._end(tx, job, lease.worker_id, now, outcome, draft, as_read=job)
+                except LeaseLost:
+                    continue
+                released += 1
+        return released
 
     def _recovery(self, control: Control | None, attempts: int) -> tuple[Outcome, EventDraft]:
         """What a job whose worker went silent becomes."""

@@ -70,6 +70,10 @@ class Transaction(ABC):
         """Revoke the key; whether it was a key not yet revoked."""
 
     @abstractmethod
+    def key_is_live(self, key_id: str) -> bool:
+        """Whether the key exists and is not revoked (read now, not from a cache)."""
+
+    @abstractmethod
     def touch_key(self, key_id: str, now: int) -> None:
         """Record that the key was just used."""
 

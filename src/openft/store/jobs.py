@@ -289,6 +289,16 @@ class JobQueries:
             )
         return self._conn.execute(statement).rowcount == 1
 
+    def running_ids_held_by(self, holder_prefix: str) -> list[str]:
+        return list(
+            self._conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.status == JobStatus.RUNNING.value,
+                    jobs.c.worker_id.startswith(holder_prefix, autoescape=True),
+                )
+            ).scalars()
+        )
+
     def stale_running_ids(self, heartbeat_before: int) -> list[str]:
         return list(
             self._conn.execute(

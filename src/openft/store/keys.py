@@ -77,5 +77,11 @@ class KeyQueries:
         )
         return self._conn.execute(statement).rowcount == 1
 
+    def key_is_live(self, key_id: str) -> bool:
+        found = self._conn.execute(
+            select(api_keys.c.id).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        ).first()
+        return found is not None
+
     def touch_key(self, key_id: str, now: int) -> None:
         self._conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))

@@ -64,6 +64,12 @@ class WorkerProtocolError(Exception):
         )
 
 
+class KeyRefused(WorkerProtocolError):
+    """The server refuses this worker's key (401: revoked, or never valid). No call can
+    succeed any more: the worker stops; the server takes its jobs back (a revoked key's
+    jobs go back to the queue at once, saying why)."""
+
+
 class WorkerClient:
     def __init__(
         self,
@@ -108,6 +114,9 @@ class WorkerClient:
             delay = min(8.0, delay * 2)
         if response.status_code == 409:
             raise LeaseLost(response.json()["error"]["message"])
+        if response.status_code == 401:
+            refused = WorkerProtocolError.of(call, response)
+            raise KeyRefused(call, refused.cause, refused.request_id)
         if response.is_error:
             raise WorkerProtocolError.of(call, response)
         return response

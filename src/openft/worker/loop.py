@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from openft.worker.client import WorkerClient, WorkerProtocolError
+from openft.worker.client import KeyRefused, WorkerClient, WorkerProtocolError
 from openft.worker.runner import JobRunner, RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -18,10 +18,13 @@ def run_worker(
     *,
     poll_seconds: float = 1.0,
 ) -> None:
+    """Raises `KeyRefused` when the server refuses the worker's key: no call can succeed."""
     log.info("worker %s polling for jobs", client.worker_id)
     while not stop.is_set():
         try:
             assignment = client.claim()
+        except KeyRefused:
+            raise
         except WorkerProtocolError as exc:  # the server is down, or refuses this worker
             log.error("%s Retrying.", exc.describe())
             stop.wait(poll_seconds)
@@ -33,5 +36,7 @@ def run_worker(
         log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment.attempt)
         try:
             JobRunner(client, assignment, settings, stop).run()
+        except KeyRefused:
+            raise
         except Exception:  # one job's trouble must not end the worker
             log.exception("running %s failed", job_id)

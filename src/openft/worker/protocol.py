@@ -33,8 +33,13 @@ def _check_integers(value: Any, path: str) -> None:
             _check_integers(item, f"{path}[{index}]")
 
 
+# A worker names itself in at most this many characters; its hold is kept under its key's
+# id and that name (`Principal.holder`), within the lease column's 128.
+MAX_WORKER_ID = 96
+
+
 class ClaimRequest(BaseModel):
-    worker_id: str = Field(min_length=1, max_length=128)
+    worker_id: str = Field(min_length=1, max_length=MAX_WORKER_ID)
 
 
 class BaseModelSource(BaseModel):

@@ -24,7 +24,7 @@ from openft.domain.errors import LeaseLost
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
 from openft.training import protocol
 from openft.training.spec import TrainingSpec
-from openft.worker.client import WorkerClient, WorkerProtocolError
+from openft.worker.client import KeyRefused, WorkerClient, WorkerProtocolError
 from openft.worker.launcher import Launcher, LocalLauncher, RunningTrainer, drain
 from openft.worker.protocol import ClaimReply, Heartbeat
 
@@ -210,6 +210,9 @@ class JobRunner:
         at once with that cause; a lost lease ends the work with nothing to report."""
         try:
             self._run()
+        except KeyRefused:
+            self._kill()  # nothing can be reported with this key: stop, and say so above
+            raise
         except LeaseLost:
             log.warning("lost the lease on %s: stopped working on it", self.job_id)
         except WorkerProtocolError as exc:

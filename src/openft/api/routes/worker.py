@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -23,6 +23,7 @@ from openft.api.routes.files import _chunks
 from openft.domain.errors import InvalidRequest
 from openft.wire import FineTuningJob, FineTuningJobCheckpoint, checkpoint_json, job_json
 from openft.worker.protocol import (
+    MAX_WORKER_ID,
     WORKER_HEADER,
     BaseModelSource,
     BatchReply,
@@ -41,7 +42,15 @@ router = APIRouter(
     tags=["worker protocol"],
     responses=error_responses(400, 401, 403, 404, 409, 422),
 )
-WorkerId = Annotated[str, Header(alias=WORKER_HEADER, min_length=1, max_length=128)]
+WorkerId = Annotated[str, Header(alias=WORKER_HEADER, min_length=1, max_length=MAX_WORKER_ID)]
+
+
+async def _holder(worker: WorkerPrincipal, worker_id: WorkerId) -> str:
+    return worker.holder(worker_id)
+
+
+# Who holds the job a call names: the calling key's id with the worker's name.
+Holder = Annotated[str, Depends(_holder)]
 
 
 def _reply(message: BaseModel) -> JSON:
@@ -54,8 +63,10 @@ def _reply(message: BaseModel) -> JSON:
     response_model=ClaimReply,
     responses={204: {"description": "No job"}},
 )
-def claim(body: ClaimRequest, services: ServicesDep, _worker: WorkerPrincipal) -> Response:
-    assignment = services.worker.claim(body.worker_id)
+def claim(body: ClaimRequest, services: ServicesDep, worker: WorkerPrincipal) -> Response:
+    assignment = services.worker.claim(
+        worker.holder(body.worker_id), name=body.worker_id, key_id=worker.key_id
+    )
     if assignment is None:
         return Response(status_code=204)
     resume = assignment.resume_from
@@ -76,9 +87,7 @@ def claim(body: ClaimRequest, services: ServicesDep, _worker: WorkerPrincipal) -
 @router.post(
     "/jobs/{job_id}/heartbeat", operation_id="workerHeartbeat", response_model=HeartbeatReply
 )
-def heartbeat(
-    job_id: str, body: Heartbeat, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> JSON:
+def heartbeat(job_id: str, body: Heartbeat, worker_id: Holder, services: ServicesDep) -> JSON:
     control = services.worker.heartbeat(
         job_id,
         worker_id,
@@ -89,9 +98,7 @@ def heartbeat(
 
 
 @router.post("/jobs/{job_id}/events", operation_id="workerReportEvents", response_model=BatchReply)
-def report_events(
-    job_id: str, body: EventBatch, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> JSON:
+def report_events(job_id: str, body: EventBatch, worker_id: Holder, services: ServicesDep) -> JSON:
     drafts = [event.draft() for event in body.events]
     applied = services.worker.report(job_id, worker_id, body.batch, drafts)
     return _reply(BatchReply(applied=applied))
@@ -126,7 +133,7 @@ async def _multipart(request: Request, shape: type[Meta]) -> tuple[Meta, UploadF
     response_model=FineTuningJobCheckpoint,
 )
 async def add_checkpoint(
-    job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
+    job_id: str, request: Request, worker_id: Holder, services: ServicesDep
 ) -> JSON:
     meta, archive = await _multipart(request, CheckpointMeta)
     try:
@@ -147,7 +154,7 @@ async def add_checkpoint(
     "/jobs/{job_id}/checkpoints/{checkpoint_id}/archive", operation_id="workerGetCheckpoint"
 )
 def checkpoint_archive(
-    job_id: str, checkpoint_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
+    job_id: str, checkpoint_id: str, worker_id: Holder, services: ServicesDep
 ) -> StreamingResponse:
     blob = services.worker.checkpoint_archive(job_id, worker_id, checkpoint_id)
     return blob_response(blob, "application/gzip")
@@ -155,16 +162,14 @@ def checkpoint_archive(
 
 @router.get("/jobs/{job_id}/files/{file_id}", operation_id="workerGetFile")
 def job_file(
-    job_id: str, file_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
+    job_id: str, file_id: str, worker_id: Holder, services: ServicesDep
 ) -> StreamingResponse:
     blob = services.worker.job_file(job_id, worker_id, file_id)
     return blob_response(blob, "application/octet-stream")
 
 
 @router.post("/jobs/{job_id}/complete", operation_id="workerComplete", response_model=FineTuningJob)
-async def complete(
-    job_id: str, request: Request, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> JSON:
+async def complete(job_id: str, request: Request, worker_id: Holder, services: ServicesDep) -> JSON:
     meta, adapter = await _multipart(request, CompletionMeta)
     try:
         job = await run_in_threadpool(
@@ -178,12 +183,10 @@ async def complete(
 
 
 @router.post("/jobs/{job_id}/fail", operation_id="workerFail", response_model=FineTuningJob)
-def fail(
-    job_id: str, body: Failure, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal
-) -> JSON:
+def fail(job_id: str, body: Failure, worker_id: Holder, services: ServicesDep) -> JSON:
     return JSON(job_json(services.worker.fail(job_id, worker_id, body.error())))
 
 
 @router.post("/jobs/{job_id}/stopped", operation_id="workerStopped", response_model=FineTuningJob)
-def stopped(job_id: str, worker_id: WorkerId, services: ServicesDep, _w: WorkerPrincipal) -> JSON:
+def stopped(job_id: str, worker_id: Holder, services: ServicesDep) -> JSON:
     return JSON(job_json(services.worker.stopped(job_id, worker_id)))
