@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from openft.domain import webhooks
 from openft.domain.entities import JobStatus, Principal, WebhookDelivery, WebhookEndpoint
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 120
 TRY_SECONDS = 10.0
 CONCURRENCY = 16
+BATCH_WAIT_SECONDS = 0.02
 
 
 def queue_terminal(
@@ -125,23 +127,43 @@ class WebhookService:
             raise _not_found(endpoint_id)
         return found
 
-    def deliver_due(self, limit: int = 50) -> int:
+    def deliver_due(self, limit: int = 50, wait_seconds: float = 1.0) -> int:
         """Start sending what is due, as many as there are free senders; how many were
-        started. It does not wait for them (`wait_idle` does)."""
-        with self._idle:
-            free = min(limit, self._concurrency - len(self._busy))
-            busy = frozenset(self._busy)
-        if free <= 0:
-            return 0
-        now = self._clock()
-        with self._db.write() as tx:
-            # One try per endpoint at a time: a slow endpoint holds one sender only.
-            due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free, busy)
+        started. It does not wait for the tries (`wait_idle` does), but for up to
+        `wait_seconds` for a free sender, or, when all that is due is for endpoints with
+        a try under way here, for one of those tries to end: the loop that calls it then
+        keeps every sender busy without waiting for its next poll."""
+        for _look in range(2):
+            with self._idle:
+                if not self._idle.wait_for(self._has_free_sender, wait_seconds):
+                    return 0
+                # A moment more for other senders to end their tries: claiming several
+                # deliveries in one transaction costs less than one each.
+                self._idle.wait_for(self._half_free, BATCH_WAIT_SECONDS)
+                free = min(limit, self._concurrency - len(self._busy))
+                busy = frozenset(self._busy)
+            now = self._clock()
+            with self._db.write() as tx:
+                # One try per endpoint at a time: a slow endpoint holds one sender only.
+                due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free, busy)
+            if due or not busy:
+                break
+            with self._idle:
+                self._idle.wait_for(partial(self._any_ended, busy), wait_seconds)
         with self._idle:
             self._busy.update(endpoint.id for _delivery, endpoint in due)
         for delivery, endpoint in due:
             self._pool.submit(self._try, delivery, endpoint)
         return len(due)
+
+    def _has_free_sender(self) -> bool:
+        return len(self._busy) < self._concurrency
+
+    def _half_free(self) -> bool:
+        return len(self._busy) <= self._concurrency // 2
+
+    def _any_ended(self, busy: frozenset[str]) -> bool:
+        return not busy <= self._busy
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no delivery is being sent; False if some still are after `timeout`."""
