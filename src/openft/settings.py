@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     # Comma-separated NAME=SOURCE base models; `--model` flags add to these.
     models: str = ""
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
+    # Every other request body (JSON: chat prompts, job creation, worker reports).
+    max_request_bytes: int = Field(default=8 * MiB, gt=0)
+    # What one chat completion may ask for: choices (`n`), and tokens per choice (also
+    # the length of a choice that does not say `max_tokens`).
+    chat_max_n: int = Field(default=128, ge=1, le=128)
+    chat_max_tokens: int = Field(default=4096, ge=1)
     # Followers of a job's event stream: how often its feed looks for events that another
     # process wrote (this process's own wake it at once), and how often an idle stream
     # sends a keep-alive comment.

@@ -166,3 +166,23 @@ def test_a_wrong_method_is_405_with_allow(http: httpx.Client) -> None:
     response = http.put("/fine_tuning/jobs")
     assert_envelope(response, 405)
     assert set(response.headers["allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_a_request_body_over_the_limit_is_413_before_it_is_read_whole(
+    http: httpx.Client,
+) -> None:
+    prompt = "x" * (9 * 1024 * 1024)  # the default limit is 8 MiB
+    body = {"model": "tiny", "messages": [{"role": "user", "content": prompt}]}
+    error = assert_envelope(http.post("/chat/completions", json=body), 413)
+    assert error["code"] == "request_too_large" and "8388608 bytes" in error["message"]
+
+    def chunked() -> Any:  # no Content-Length: counted as it arrives
+        yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+        yield b'"}]}'
+
+    streamed = http.post(
+        "/fine_tuning/jobs", content=chunked(), headers={"Content-Type": "application/json"}
+    )
+    assert assert_envelope(streamed, 413)["code"] == "request_too_large"

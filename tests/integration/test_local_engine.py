@@ -14,8 +14,9 @@ import pytest
 
 from openft.domain.chat import ChatMessage, Sampling
 from openft.domain.entities import BaseModel, ServedModel
+from openft.domain.errors import InvalidRequest
 from openft.serving.interface import Output, Piece, Usage
-from openft.serving.local import LocalEngine
+from openft.serving.local import TURN_QUOTA, LocalEngine
 
 HELLO = [ChatMessage("user", "hello")]
 GREEDY_LONG = Sampling(max_tokens=300, temperature=0)
@@ -117,5 +118,49 @@ async def test_adapters_are_evicted_least_recently_used_and_reloaded(
         assert caplog.text.count("Loaded base model tiny") == 1
         # Different adapters give different answers: each request used its own.
         assert first[0][0] != first[1][0]
+    finally:
+        await engine.aclose()
+
+
+async def test_turns_are_shared_fairly_between_projects(tiny_model: Path) -> None:
+    # A full engine (room for 4 sequences) running one project's 16 choices still starts
+    # another project's request, and gives it its turns: its first token comes after a
+    # few of the big request's, not after all of them.
+    engine = LocalEngine(memory_budget_bytes=1 << 30, max_active=4)
+    base = ServedModel("tiny", BaseModel("tiny", str(tiny_model)))
+    order: list[str] = []
+
+    async def run(tenant: str, sampling: Sampling) -> None:
+        async for output in engine.generate(base, HELLO, sampling, tenant=tenant):
+            if isinstance(output, Piece):
+                order.append(tenant)
+
+    try:
+        await collect(engine.generate(base, HELLO, Sampling(max_tokens=1)))  # loads the model
+        big = asyncio.create_task(
+            run("proj_a", Sampling(max_tokens=60, n=16, temperature=1, seed=1))
+        )
+        while "proj_a" not in order:
+            await asyncio.sleep(0.005)
+        await run("proj_b", Sampling(max_tokens=3, temperature=1, seed=2))
+        await big
+    finally:
+        await engine.aclose()
+    before_b = order.index("proj_b")
+    # Admitted at the next turn; each turn decodes at most TURN_QUOTA of A's choices.
+    assert before_b <= 3 * TURN_QUOTA, before_b
+    last_b = len(order) - 1 - order[::-1].index("proj_b")
+    assert last_b < len(order) - 16  # B was done long before A's 16 choices were
+
+
+async def test_a_prompt_longer_than_any_context_is_refused_untokenized(tiny_model: Path) -> None:
+    engine = LocalEngine(memory_budget_bytes=1 << 30)
+    base = ServedModel("tiny", BaseModel("tiny", str(tiny_model)))
+    try:
+        await collect(engine.generate(base, HELLO, Sampling(max_tokens=1)))  # loads the model
+        huge = [ChatMessage("user", "x" * 10_000_000)]
+        with pytest.raises(InvalidRequest, match="characters") as caught:
+            await collect(engine.generate(base, huge, Sampling(max_tokens=1)))
+        assert caught.value.code == "context_length_exceeded"
     finally:
         await engine.aclose()

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 import openft
 from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
-from openft.api.middleware import RefuseNul, RequestIdMiddleware
+from openft.api.middleware import BodyLimit, RefuseNul, RequestIdMiddleware
 from openft.api.routes import chat, files, health, jobs, models, webhooks, worker
 from openft.services.container import Services
 
@@ -51,6 +51,7 @@ def create_app(
     revalidate_every_seconds: int = 30,
     webhook_every_seconds: float = 1.0,
     background: Sequence[Background] = (),
+    max_request_bytes: int = 8 * 1024 * 1024,
 ) -> FastAPI:
     """The app; `background` tasks (the embedded worker) run in threads while it serves
     and are asked to stop, through the event they are given, when it shuts down."""
@@ -88,6 +89,7 @@ def create_app(
     app.state.services = services
     install_error_handlers(app)
     app.add_middleware(RefuseNul)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
     for module in (health, files, jobs, models, chat, webhooks, worker):
         app.include_router(module.router)

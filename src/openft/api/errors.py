@@ -22,7 +22,7 @@ from openft.wire import ErrorResponse, ValidationErrorResponse
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 WORKER_PATH = "/v1/worker/"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,3 +62,59 @@ class RefuseNul:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _streamed_upload(path: str) -> bool:
+    """Routes that take a file (spooled to disk, with limits of their own)."""
+    return path == "/v1/files" or (
+        path.startswith("/v1/worker/jobs/") and path.endswith(("/checkpoints", "/complete"))
+    )
+
+
+class BodyLimit:
+    """Refuse (413, in OpenAI's envelope) a request body over `max_bytes` on every route
+    but the file uploads: by its Content-Length before a byte is read, else as its bytes
+    arrive. No JSON request (a chat prompt included) is read whole past the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            413, f"The request body exceeds this server's limit of {self.max_bytes} bytes."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _streamed_upload(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for n, v in scope["headers"] if n == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            message = self._too_large().detail
+            response = JSONResponse(
+                {
+                    "error": {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "request_too_large",
+                    }
+                },
+                status_code=413,
+            )
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    # Raised into the app's body read: rendered as this 413 by its handler.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)

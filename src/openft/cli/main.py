@@ -179,6 +179,7 @@ def serve(
         revalidate_every_seconds=settings.revalidate_after_seconds,
         webhook_every_seconds=settings.webhook_poll_seconds,
         background=background,
+        max_request_bytes=settings.max_request_bytes,
     )
     try:
         config = uvicorn.Config(

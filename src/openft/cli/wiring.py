@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from openft.domain.chat import Caps
 from openft.domain.entities import BaseModel
 from openft.domain.webhook_addresses import AllowedHosts
 from openft.services.artifacts import Artifacts
@@ -86,7 +87,11 @@ def build_services(
             keepalive_seconds=settings.stream_keepalive_seconds,
         ),
         models=models,
-        inference=InferenceService(models, inference_engine(settings)),
+        inference=InferenceService(
+            models,
+            inference_engine(settings),
+            Caps(max_n=settings.chat_max_n, max_tokens=settings.chat_max_tokens),
+        ),
         checkpoints=CheckpointService(db),
         worker=WorkerService(
             db,

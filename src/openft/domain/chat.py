@@ -12,7 +12,17 @@ from openft.domain.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4
-MAX_N = 128
+MAX_N = 128  # OpenAI's own bound on `n`
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """What one request may ask of this server (OPENFT_CHAT_MAX_N, OPENFT_CHAT_MAX_TOKENS):
+    an operator's bound on the work one request can queue. A request that does not say
+    `max_tokens` gets `max_tokens`; one that asks for more is refused."""
+
+    max_n: int = MAX_N
+    max_tokens: int = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,12 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
+    # Without `max_tokens`, a choice ends at this many tokens (or the model's context).
+    ceiling: int | None = None
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_tokens if self.max_tokens is not None else self.ceiling
 
 
 def _text(content: Any, param: str) -> str:
@@ -151,12 +167,18 @@ def sampling(
     seed: int | None = None,
     stop: str | Sequence[str] | None = None,
     n: int | None = None,
+    caps: Caps = Caps(),
 ) -> Sampling:
-    """Check each value against OpenAI's range; `max_completion_tokens` (the newer name)
-    wins over `max_tokens`."""
+    """Check each value against OpenAI's range and this server's `caps`;
+    `max_completion_tokens` (the newer name) wins over `max_tokens`."""
     limit = max_completion_tokens if max_completion_tokens is not None else max_tokens
     param = "max_completion_tokens" if max_completion_tokens is not None else "max_tokens"
     _check(limit is None or limit >= 1, f"'{param}' must be at least 1.", param)
+    _check(
+        limit is None or limit <= caps.max_tokens,
+        f"'{param}' may be at most {caps.max_tokens} on this server.",
+        param,
+    )
     _check(
         temperature is None or 0 <= temperature <= 2,
         "'temperature' must be between 0 and 2.",
@@ -168,12 +190,13 @@ def sampling(
         "'seed' must be a 64-bit signed integer.",
         "seed",
     )
-    _check(n is None or 1 <= n <= MAX_N, f"'n' must be between 1 and {MAX_N}.", "n")
+    _check(n is None or 1 <= n <= caps.max_n, f"'n' must be between 1 and {caps.max_n}.", "n")
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     _check(len(stops) <= MAX_STOP, f"'stop' may hold at most {MAX_STOP} sequences.", "stop")
     _check(all(stops), "A stop sequence cannot be empty.", "stop")
     return Sampling(
         max_tokens=limit,
+        ceiling=caps.max_tokens,
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p),
         seed=seed,

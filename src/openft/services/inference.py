@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openft.domain.chat import ChatMessage, Sampling, chat_messages
+from openft.domain.chat import Caps, ChatMessage, Sampling, chat_messages
 from openft.domain.entities import ServedModel
 from openft.services.models import ModelService
 from openft.serving.interface import Engine, Output
@@ -16,15 +16,17 @@ from openft.serving.interface import Engine, Output
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    project_id: str
     model: ServedModel
     messages: list[ChatMessage]
     sampling: Sampling
 
 
 class InferenceService:
-    def __init__(self, models: ModelService, engine: Engine) -> None:
+    def __init__(self, models: ModelService, engine: Engine, caps: Caps | None = None) -> None:
         self._models = models
         self._engine = engine
+        self.caps = caps or Caps()
 
     def prepare(
         self, project_id: str, model: str, messages: Sequence[Any], sampling: Sampling
@@ -32,10 +34,12 @@ class InferenceService:
         """Check the request and find its model (blocking: it reads the database, and may
         unpack a checkpoint the first time)."""
         checked = chat_messages(messages)
-        return ChatRequest(self._models.served(project_id, model), checked, sampling)
+        return ChatRequest(project_id, self._models.served(project_id, model), checked, sampling)
 
     def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
-        return self._engine.generate(request.model, request.messages, request.sampling)
+        return self._engine.generate(
+            request.model, request.messages, request.sampling, tenant=request.project_id
+        )
 
     async def delete_model(self, project_id: str, name: str) -> None:
         await asyncio.to_thread(self._models.delete, project_id, name)

@@ -36,12 +36,17 @@ Output = Piece | Usage
 class Engine(ABC):
     @abstractmethod
     def generate(
-        self, model: ServedModel, messages: list[ChatMessage], sampling: Sampling
+        self,
+        model: ServedModel,
+        messages: list[ChatMessage],
+        sampling: Sampling,
+        tenant: str = "",
     ) -> AsyncIterator[Output]:
         """Generate `sampling.n` choices: pieces as they are decoded (choices interleaved,
         each ending with a finish reason), then the usage. Closing the iterator early
         stops the generation. Raises `ModelUnavailable` when the model cannot be loaded
-        and `InvalidRequest` when the prompt does not fit its context."""
+        and `InvalidRequest` when the prompt does not fit its context. `tenant` (the
+        project asking) is whom an engine shares its turns fairly between."""
 
     @abstractmethod
     async def forget(self, fine_tuned_model: str) -> None:
@@ -59,7 +64,11 @@ class NoEngine(Engine):
         self._why = why
 
     async def generate(
-        self, model: ServedModel, messages: list[ChatMessage], sampling: Sampling
+        self,
+        model: ServedModel,
+        messages: list[ChatMessage],
+        sampling: Sampling,
+        tenant: str = "",
     ) -> AsyncIterator[Output]:
         from openft.domain.errors import ModelUnavailable
 

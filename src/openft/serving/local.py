@@ -5,10 +5,13 @@ One copy of each base model in memory, with every LoRA adapter asked for loaded 
 adapters and bases evicted when what is loaded outgrows the memory budget.
 
 One scheduler thread owns every model and does all torch work, so the event loop never
-waits on it. It decodes the active sequences in turns, one token each, grouped by
-adapter so that it switches adapters at most once per adapter per turn: a long answer
-does not hold up a short one, and a new request's first token comes after one turn, not
-after the requests before it have finished. A request whose client went away is dropped
+waits on it. It decodes the active sequences in turns, grouped by adapter so that it
+switches adapters at most once per adapter per turn: a long answer does not hold up a
+short one, and a new request's first token comes after one turn, not after the requests
+before it have finished. Turns are shared fairly between projects (tenants): each gets at
+most `TURN_QUOTA` tokens a turn, its sequences taking their turns in rotation, and a
+project with nothing running is admitted even when the engine is full, so one project's
+`n=128` cannot hold another's first token. A request whose client went away is dropped
 before its next token. Sequences are not batched into one forward pass (each has its own
 KV cache); loading a model pauses the turns while it runs.
 """
@@ -22,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,11 @@ from openft.serving.interface import Engine, FinishReason, Output, Piece, Usage
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+# Sequences of one project decoded per turn: a project's many choices advance in rotation.
+TURN_QUOTA = 8
+# No tokenizer turns more than this many characters into one token on average: a prompt
+# longer than the context times this is refused before it is tokenized at all.
+MAX_CHARS_PER_TOKEN = 32
 Emit = Callable[[Output | BaseException | None], None]
 
 
@@ -58,6 +66,7 @@ class _Request:
     messages: list[ChatMessage]
     sampling: Sampling
     emit: Emit
+    tenant: str = ""
     cancelled: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -119,13 +128,19 @@ class LocalEngine(Engine):
         self._lru: OrderedDict[tuple[str, str | None], int] = OrderedDict()
         self._active: list[_Sequence] = []
         self._waiting: list[_Request] = []
+        # Where each tenant's rotation through its sequences stands.
+        self._cursor: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
     # The event loop's side.
 
     async def generate(
-        self, model: ServedModel, messages: list[ChatMessage], sampling: Sampling
+        self,
+        model: ServedModel,
+        messages: list[ChatMessage],
+        sampling: Sampling,
+        tenant: str = "",
     ) -> AsyncIterator[Output]:
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[Output | BaseException | None] = asyncio.Queue()
@@ -136,7 +151,7 @@ class LocalEngine(Engine):
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 request.cancelled = True
 
-        request = _Request(model, messages, sampling, emit)
+        request = _Request(model, messages, sampling, emit, tenant)
         self._submit(request)
         try:
             while (item := await outputs.get()) is not None:
@@ -207,8 +222,15 @@ class LocalEngine(Engine):
         return True
 
     def _admit(self) -> None:
-        while self._waiting and len(self._active) < self._max_active:
-            request = self._waiting.pop(0)
+        """Start waiting requests, the project with the fewest sequences running first
+        (first come first within it), while there is room; a project with none running
+        is started even when there is not."""
+        while self._waiting:
+            running = Counter(s.request.tenant for s in self._active)
+            request = min(self._waiting, key=lambda r: running[r.tenant])
+            if len(self._active) >= self._max_active and running[request.tenant]:
+                return
+            self._waiting.remove(request)
             if request.cancelled:
                 continue
             try:
@@ -223,6 +245,15 @@ class LocalEngine(Engine):
         adapter = None
         if request.model.adapter is not None:
             adapter = self._adapter(base, request.model)
+        characters = sum(len(m.content) for m in request.messages)
+        if base.context is not None and characters > base.context * MAX_CHARS_PER_TOKEN:
+            raise InvalidRequest(
+                f"This model's maximum context length is {base.context} tokens. However, "
+                f"the messages hold {characters} characters, more than that many tokens can "
+                "carry. Please reduce the length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
         prompt = _token_ids(
             base.tokenizer.apply_chat_template(
                 [{"role": m.role, "content": m.content} for m in request.messages],
@@ -253,10 +284,10 @@ class LocalEngine(Engine):
         self._touch(base.name, adapter)
 
     def _turn(self) -> None:
-        """One token for every active sequence, adapter by adapter."""
+        """One token for each sequence whose turn it is, adapter by adapter."""
         self._active = [s for s in self._active if not s.request.cancelled]
-        self._active.sort(key=lambda s: (s.base.name, s.adapter or ""))
-        for sequence in list(self._active):
+        chosen = sorted(self._turn_takers(), key=lambda s: (s.base.name, s.adapter or ""))
+        for sequence in chosen:
             if sequence.request.cancelled:
                 continue
             try:
@@ -270,6 +301,20 @@ class LocalEngine(Engine):
                 self._active.remove(sequence)
                 self._finish(sequence)
         self._active = [s for s in self._active if not s.request.cancelled]
+
+    def _turn_takers(self) -> list[_Sequence]:
+        """At most `TURN_QUOTA` sequences of each tenant, the next ones in its rotation."""
+        by_tenant: dict[str, list[_Sequence]] = {}
+        for sequence in self._active:
+            by_tenant.setdefault(sequence.request.tenant, []).append(sequence)
+        self._cursor = {t: c for t, c in self._cursor.items() if t in by_tenant}
+        chosen: list[_Sequence] = []
+        for tenant, sequences in by_tenant.items():
+            start = self._cursor.get(tenant, 0) % len(sequences)
+            taken = (sequences[start:] + sequences[:start])[:TURN_QUOTA]
+            self._cursor[tenant] = start + len(taken)
+            chosen.extend(taken)
+        return chosen
 
     def _step(self, sequence: _Sequence) -> FinishReason | None:
         """Decode one token of `sequence`, emit the text it completes; why it ended, if so."""
@@ -290,7 +335,7 @@ class LocalEngine(Engine):
         else:
             sequence.ids.append(token)
             sequence.request.completion_tokens += 1
-            limit = sequence.request.sampling.max_tokens
+            limit = sequence.request.sampling.token_limit
             total = len(sequence.prompt) + len(sequence.ids)
             if (limit is not None and len(sequence.ids) >= limit) or (
                 base.context is not None and total >= base.context

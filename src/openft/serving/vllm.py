@@ -70,7 +70,11 @@ class VllmEngine(Engine):
         return self._http
 
     async def generate(
-        self, model: ServedModel, messages: list[ChatMessage], sampling: Sampling
+        self,
+        model: ServedModel,
+        messages: list[ChatMessage],
+        sampling: Sampling,
+        tenant: str = "",  # vLLM schedules its own batch
     ) -> AsyncIterator[Output]:
         if model.adapter is not None:
             await self._register(model)

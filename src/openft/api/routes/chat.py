@@ -53,6 +53,7 @@ async def create_chat_completion(
         seed=body.seed,
         stop=body.stop,
         n=body.n,
+        caps=services.inference.caps,
     )
     prepared = await run_in_threadpool(
         services.inference.prepare, principal.project_id, body.model, body.messages, sampling
