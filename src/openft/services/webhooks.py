@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
@@ -51,6 +52,10 @@ def queue_terminal(
     event_id = new_webhook_event_id()
     body = webhooks.payload(event_id, event_type, job_id, now)
     tx.queue_webhook_event(project_id, event_id, event_type, job_id, body, now)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _not_found(endpoint_id: str) -> NotFound:
@@ -130,12 +135,13 @@ class WebhookService:
     def deliver_due(self, limit: int = 50, wait_seconds: float = 1.0) -> int:
         """Start sending what is due, as many as there are free senders; how many were
         started. It does not wait for the tries (`wait_idle` does), but for up to
-        `wait_seconds` for a free sender, or, when all that is due is for endpoints with
-        a try under way here, for one of those tries to end: the loop that calls it then
+        `wait_seconds` for a free sender, and, while all that is due is for endpoints
+        with a try under way here, for those tries to end: the loop that calls it then
         keeps every sender busy without waiting for its next poll."""
-        for _look in range(2):
+        deadline = time.monotonic() + wait_seconds
+        while True:
             with self._idle:
-                if not self._idle.wait_for(self._has_free_sender, wait_seconds):
+                if not self._idle.wait_for(self._has_free_sender, _left(deadline)):
                     return 0
                 # A moment more for other senders to end their tries: claiming several
                 # deliveries in one transaction costs less than one each.
@@ -148,8 +154,9 @@ class WebhookService:
                 due = tx.claim_webhook_deliveries(now, now + LEASE_SECONDS, free, busy)
             if due or not busy:
                 break
-            with self._idle:
-                self._idle.wait_for(partial(self._any_ended, busy), wait_seconds)
+            with self._idle:  # what is due may wait for one of those tries to end
+                if not self._idle.wait_for(partial(self._any_ended, busy), _left(deadline)):
+                    return 0
         with self._idle:
             self._busy.update(endpoint.id for _delivery, endpoint in due)
         for delivery, endpoint in due:
