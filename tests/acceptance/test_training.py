@@ -14,6 +14,7 @@ import pytest
 from openai import OpenAI
 from openai.types.fine_tuning import FineTuningJob
 
+from openft import archives
 from openft.domain.status import TERMINAL
 from openft.testing.data import preference_file, toy_chat_file
 from openft.testing.server import Server, running_server, wait_until
@@ -71,7 +72,7 @@ def events(client: OpenAI, job_id: str) -> list:  # type: ignore[type-arg]
 
 
 def test_a_supervised_job_really_trains_and_reports_like_openai(
-    client: OpenAI, trainer: Server, tiny_model: Path
+    client: OpenAI, trainer: Server, tiny_model: Path, tmp_path: Path
 ) -> None:
     train, valid = (
         upload(client, toy_chat_file(16)),
@@ -167,7 +168,8 @@ def test_a_supervised_job_really_trains_and_reports_like_openai(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    adapter = trainer.data_dir / "models" / job.id / "adapter"
+    adapter = tmp_path / "adapter"  # as the worker uploaded it, stored as one archive
+    archives.unpack(trainer.data_dir / "models" / job.id / "adapter.tar.gz", adapter)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
     prompt = tokenizer.apply_chat_template(

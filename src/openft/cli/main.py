@@ -62,7 +62,8 @@ DatabaseUrl = Annotated[
 BlobUrl = Annotated[
     str | None,
     typer.Option(
-        help="Where files, checkpoints and adapters live: s3://BUCKET[/PREFIX] (endpoint and"
+        help="Where files, checkpoints and adapters live: s3://BUCKET or s3://BUCKET/PREFIX"
+        " (endpoint and"
         " credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
         " AWS_REGION) or a directory [env OPENFT_BLOB_URL; default: the data dir]."
     ),
@@ -413,7 +414,7 @@ def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> No
 
 @blobs_app.command("migrate")
 def blobs_migrate(
-    to: Annotated[str, typer.Option(help="The new blob store: s3://BUCKET[/PREFIX].")],
+    to: Annotated[str, typer.Option(help="The new blob store: s3://BUCKET or s3://BUCKET/PREFIX.")],
     data_dir: DataDir = None,
     blob_url: Annotated[
         str | None,

@@ -10,10 +10,11 @@ switches adapters at most once per adapter per turn: a long answer does not hold
 short one, and a new request's first token comes after one turn, not after the requests
 before it have finished. Turns are shared fairly between projects (tenants): each gets at
 most `TURN_QUOTA` tokens a turn, its sequences taking their turns in rotation, and a
-project with nothing running is admitted even when the engine is full, so one project's
-`n=128` cannot hold another's first token. A request whose client went away is dropped
-before its next token. Sequences are not batched into one forward pass (each has its own
-KV cache); loading a model pauses the turns while it runs.
+project running less than its fair share of the room (64 sequences) is admitted even
+when the engine is full, so one project's `n=128` cannot hold another's first token. A
+request whose client went away is dropped before its next token. Sequences are not
+batched into one forward pass (each has its own KV cache); loading a model pauses the
+turns while it runs.
 """
 
 from __future__ import annotations
@@ -223,12 +224,16 @@ class LocalEngine(Engine):
 
     def _admit(self) -> None:
         """Start waiting requests, the project with the fewest sequences running first
-        (first come first within it), while there is room; a project with none running
-        is started even when there is not."""
+        (first come first within it), while there is room, and beyond it while a project
+        runs fewer than its fair share of the room: one project's many choices never
+        keep another's requests waiting (at most twice the room is used then)."""
         while self._waiting:
             running = Counter(s.request.tenant for s in self._active)
             request = min(self._waiting, key=lambda r: running[r.tenant])
-            if len(self._active) >= self._max_active and running[request.tenant]:
+            tenants = len(set(running) | {r.tenant for r in self._waiting})
+            share = max(1, self._max_active // tenants)
+            full = len(self._active) >= self._max_active
+            if full and running[request.tenant] and running[request.tenant] >= share:
                 return
             self._waiting.remove(request)
             if request.cancelled:
