@@ -12,6 +12,13 @@ REQUEST_ID_HEADER = "x-request-id"
 _HEADER = REQUEST_ID_HEADER.encode()
 
 
+def _refusal(status: int, message: str, code: str) -> JSONResponse:
+    """OpenAI's error envelope, for a request refused before it reaches a route (the
+    app's handlers render the rest: api/errors.py)."""
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return JSONResponse({"error": error}, status_code=status)
+
+
 class RequestIdMiddleware:
     """Give every response an `x-request-id`: the caller's, if it sent one, else a new one."""
 
@@ -47,19 +54,10 @@ class RefuseNul:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and ("\0" in scope["path"] or b"%00" in scope["query_string"]):
-            response = JSONResponse(
-                {
-                    "error": {
-                        "message": "The URL holds a NUL (%00) character, which no id, "
-                        "cursor or filter can contain.",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "invalid_value",
-                    }
-                },
-                status_code=400,
+            message = (
+                "The URL holds a NUL (%00) character, which no id, cursor or filter can contain."
             )
-            await response(scope, receive, send)
+            await _refusal(400, message, "invalid_value")(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -91,19 +89,8 @@ class BodyLimit:
             return
         declared = next((v for n, v in scope["headers"] if n == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            message = self._too_large().detail
-            response = JSONResponse(
-                {
-                    "error": {
-                        "message": message,
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "request_too_large",
-                    }
-                },
-                status_code=413,
-            )
-            await response(scope, receive, send)
+            refusal = _refusal(413, self._too_large().detail, "request_too_large")
+            await refusal(scope, receive, send)
             return
         seen = 0
 
