@@ -196,6 +196,12 @@ class Health(TypedDict):
     status: Literal["ok"]
 
 
+class Readiness(TypedDict):
+    status: Literal["ready", "unavailable"]
+    # "ok", or why not: `database`, `blob_store`.
+    checks: dict[str, str]
+
+
 class ErrorObject(TypedDict):
     message: str
     type: str

@@ -77,6 +77,7 @@ def build_services(
     models = ModelService(db, base_models, clock(), artifacts, clock)
     return Services(
         db=db,
+        blobs=blobs,
         keys=KeyService(db, clock, settings.key_cache_seconds),
         files=files,
         jobs=JobService(db, files, models, min_examples=settings.min_examples, clock=clock),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from openft.domain.errors import OpenFTError
 from openft.services.checkpoints import CheckpointService
 from openft.services.events import EventService
 from openft.services.files import FileService
@@ -14,7 +16,10 @@ from openft.services.live import LiveEvents
 from openft.services.models import ModelService
 from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
-from openft.store.interface import Store
+from openft.store.interface import BlobStore, Store
+
+# A key no blob ever has: asking for its size touches the store without changing it.
+READINESS_PROBE = "readyz/probe"
 
 
 @dataclass
@@ -30,12 +35,29 @@ class Services:
     checkpoints: CheckpointService
     worker: WorkerService
     webhooks: WebhookService
+    blobs: BlobStore
 
-    def check_health(self) -> None:
-        """Raise unless the database answers."""
+    def readiness(self) -> dict[str, str]:
+        """Whether this process can serve: "ok", or why not, for the database and the
+        blob store (each asked once, now)."""
+        return {
+            "database": _check(self._ping_database),
+            "blob_store": _check(lambda: self.blobs.size(READINESS_PROBE)),
+        }
+
+    def _ping_database(self) -> None:
         with self.db.read() as tx:
             tx.ping()
 
     def close(self) -> None:
         self.webhooks.close()
         self.db.dispose()
+
+
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:  # any failure means not ready: say which, in one line
+        reason = exc.message if isinstance(exc, OpenFTError) else f"{type(exc).__name__}: {exc}"
+        return reason.split("\n", 1)[0]
+    return "ok"
