@@ -33,6 +33,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # "text" (the default) or "json": one JSON object per line, for a log shipper.
+    log_format: Literal["text", "json"] = "text"
     # The SQLite database (unless `database_url` names another) and the blobs live here.
     data_dir: Path = Path("openft-data")
     database_url: str | None = None

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from openft import logs
 from openft.domain.entities import KeyScope, Principal
 from openft.domain.errors import PermissionDenied
 from openft.services.container import Services
@@ -26,15 +27,27 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def current_principal(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     key = credentials.credentials if credentials else None
-    cached = services.keys.cached(key)
-    if cached is not None:
-        return cached
-    principal: Principal = await run_in_threadpool(services.keys.authenticate, key)
+    principal = services.keys.cached(key)
+    if principal is None:
+        principal = await run_in_threadpool(services.keys.authenticate, key)
+    _bind_log_context(request, principal)
     return principal
+
+
+def _bind_log_context(request: Request, principal: Principal) -> None:
+    """The request's log lines say whose it is and which job it is about. An async
+    dependency runs in the request's own task, so this reaches its endpoint, its error
+    handlers and uvicorn's access line."""
+    params = request.path_params
+    logs.bind(
+        project_id=principal.project_id or None,
+        job_id=params.get("fine_tuning_job_id") or params.get("job_id"),
+    )
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

@@ -8,6 +8,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openft import logs
+
 REQUEST_ID_HEADER = "x-request-id"
 _HEADER = REQUEST_ID_HEADER.encode()
 
@@ -35,6 +37,8 @@ class RequestIdMiddleware:
         )
         # For the error handlers' log lines (`request.state.request_id`).
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")
+        # And for every log line of this request (its task's context), uvicorn's included.
+        logs.bind(request_id=request_id.decode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

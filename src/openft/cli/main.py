@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from openft import logs
 from openft.cli.user import chat as user_chat
 from openft.cli.user import events as user_events
 from openft.cli.user import files_app, jobs_app, models_app, webhooks_app
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
+from openft.logs import LogFormat
 from openft.services.keys import DEFAULT_PROJECT
 from openft.settings import Settings
 
@@ -70,11 +72,17 @@ BlobUrl = Annotated[
 ]
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per worker request
+def _configure_logging(log_format: LogFormat = "text") -> None:
+    logs.configure(log_format)
+
+
+LogFormatOption = Annotated[
+    LogFormat | None,
+    typer.Option(
+        help="text, or json: one JSON object per line (time, level, message, request,"
+        " project and job ids where known) [env OPENFT_LOG_FORMAT; default text].",
+    ),
+]
 
 
 def _settings(**flags: Any) -> Settings:
@@ -141,6 +149,7 @@ def serve(
     ] = True,
     nproc_per_node: NprocPerNode = None,
     distributed: Distributed = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run the API server (SQLite in --data-dir unless --database-url says otherwise),
     with a worker that trains queued jobs unless --no-worker."""
@@ -149,7 +158,6 @@ def serve(
     from openft.api.app import create_app
     from openft.cli.wiring import build_services
 
-    _configure_logging()
     settings = _settings(
         host=host,
         port=port,
@@ -158,7 +166,9 @@ def serve(
         blob_url=blob_url,
         nproc_per_node=nproc_per_node,
         distributed=distributed,
+        log_format=log_format,
     )
+    _configure_logging(settings.log_format)
     if worker:
         _check_training(settings)
     try:
@@ -189,6 +199,8 @@ def serve(
             port=settings.port,
             access_log=access_log,
             log_level="info",
+            # Its own format for text; for json, its loggers hand records to ours.
+            **logs.uvicorn_options(settings.log_format),
             # A request still running this long after the stop signal is cut.
             timeout_graceful_shutdown=30,
         )
@@ -282,15 +294,17 @@ def worker_command(
     ] = None,
     nproc_per_node: NprocPerNode = None,
     distributed: Distributed = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Run a worker that trains jobs for the server at --base-url, over HTTP only."""
-    _configure_logging()
     settings = _settings(
         work_dir=work_dir or Path("openft-work"),
         checkpoint_every=checkpoint_every,
         nproc_per_node=nproc_per_node,
         distributed=distributed,
+        log_format=log_format,
     )
+    _configure_logging(settings.log_format)
     _check_training(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from openft import logs
 from openft.worker.client import KeyRefused, WorkerClient, WorkerProtocolError
 from openft.worker.runner import JobRunner, RunnerSettings
 
@@ -33,10 +34,12 @@ def run_worker(
             stop.wait(poll_seconds)
             continue
         job_id = assignment.job["id"]
-        log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment.attempt)
-        try:
-            JobRunner(client, assignment, settings, stop).run()
-        except KeyRefused:
-            raise
-        except Exception:  # one job's trouble must not end the worker
-            log.exception("running %s failed", job_id)
+        # Every line logged while the job runs says which (the JSON log's job_id).
+        with logs.bound(job_id=job_id):
+            log.info("worker %s runs %s (attempt %s)", client.worker_id, job_id, assignment.attempt)
+            try:
+                JobRunner(client, assignment, settings, stop).run()
+            except KeyRefused:
+                raise
+            except Exception:  # one job's trouble must not end the worker
+                log.exception("running %s failed", job_id)

@@ -8,6 +8,7 @@ checkpoint, a completion or a failure is reported, so the log reads in order.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import select
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openft import archives
+from openft import archives, logs
 from openft.domain import messages
 from openft.domain.entities import Control, EventDraft, Hyperparameters, JobError, MethodType
 from openft.domain.errors import LeaseLost
@@ -236,10 +237,25 @@ class JobRunner:
         trainer = self._trainer = self.settings.launcher.start(
             self.dir / "spec.json", self.dir, self.dir / "trainer.log"
         )
+        # The threads log with this one's context (the job's id).
         heartbeats = threading.Thread(
-            target=self._heartbeats, name=f"heartbeat-{self.job_id}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._heartbeats,),
+            name=f"heartbeat-{self.job_id}",
+            daemon=True,
         )
         heartbeats.start()
+        ended = threading.Event()
+        output = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._log_output, ended),
+            name=f"output-{self.job_id}",
+            daemon=True,
+        )
+        # Only where the trainer's lines are logged at all (the JSON format): the text
+        # format leaves them in trainer.log, as it always did.
+        if logging.getLogger(logs.TRAINER_LOGGER).isEnabledFor(logging.INFO):
+            output.start()
         try:
             finished = self._relay(trainer)
         except BaseException:
@@ -248,7 +264,10 @@ class JobRunner:
         finally:
             code = trainer.wait()
             trainer.close()
+            ended.set()
             heartbeats.join(timeout=self.settings.heartbeat_seconds + 5)
+            if output.is_alive():
+                output.join(timeout=5)
             self._clean_up()
         if self._failure is not None:
             raise self._failure
@@ -270,6 +289,26 @@ class JobRunner:
                 "Try a smaller batch_size or max_length; the worker's log has the details.",
             ),
         )
+
+    def _log_output(self, ended: threading.Event) -> None:
+        """Log the trainer's output (its and its libraries' prints, warnings, progress
+        bars), line by line, as trainer.log grows, until the trainer has ended."""
+        logger = logging.getLogger(logs.TRAINER_LOGGER)
+        buffer = b""
+        with open(self.dir / "trainer.log", "rb") as output:
+            while True:
+                last = ended.is_set()  # read once more after the end: its last lines
+                chunk = output.read(1 << 16)
+                *lines, buffer = (buffer + chunk).replace(b"\r", b"\n").split(b"\n")
+                for line in lines:
+                    if text := line.decode(errors="replace").strip():
+                        logger.info("%s", text)
+                if not chunk:
+                    if last:
+                        break
+                    ended.wait(0.5)
+        if text := buffer.decode(errors="replace").strip():
+            logger.info("%s", text)
 
     def _clean_up(self) -> None:
         """Drop the attempt's inputs and outputs (the server has what it needs); keep its
