@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 
 from openft.domain.entities import (
     Checkpoint,
+    CheckpointPermission,
     Event,
     EventLevel,
     EventType,
@@ -121,6 +122,27 @@ class ListFineTuningJobCheckpointsResponse(TypedDict):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class FineTuningCheckpointPermission(TypedDict):
+    id: str
+    object: Literal["checkpoint.permission"]
+    created_at: int
+    project_id: str
+
+
+class ListFineTuningCheckpointPermissionResponse(TypedDict):
+    object: Literal["list"]
+    data: list[FineTuningCheckpointPermission]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeleteFineTuningCheckpointPermissionResponse(TypedDict):
+    id: str
+    object: Literal["checkpoint.permission"]
+    deleted: bool
 
 
 class Model(TypedDict):
@@ -347,6 +369,28 @@ def checkpoints_list(page: Page[Checkpoint]) -> ListFineTuningJobCheckpointsResp
         "first_id": first,
         "last_id": last,
         "has_more": page.has_more,
+    }
+
+
+def permission_json(permission: CheckpointPermission) -> FineTuningCheckpointPermission:
+    return {
+        "id": permission.id,
+        "object": "checkpoint.permission",
+        "created_at": permission.created_at,
+        "project_id": permission.project_id,
+    }
+
+
+def permissions_list(
+    permissions: Sequence[CheckpointPermission], has_more: bool = False
+) -> ListFineTuningCheckpointPermissionResponse:
+    data = [permission_json(permission) for permission in permissions]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
     }
 
 

@@ -13,7 +13,16 @@ import openft
 from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
 from openft.api.middleware import BodyLimit, RefuseNul, RequestIdMiddleware
-from openft.api.routes import chat, files, health, jobs, models, webhooks, worker
+from openft.api.routes import (
+    chat,
+    files,
+    health,
+    jobs,
+    models,
+    permissions,
+    webhooks,
+    worker,
+)
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -91,7 +100,7 @@ def create_app(
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
-    for module in (health, files, jobs, models, chat, webhooks, worker):
+    for module in (health, files, jobs, permissions, models, chat, webhooks, worker):
         app.include_router(module.router)
     mount_console(app)
     return app

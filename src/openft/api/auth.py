@@ -26,11 +26,12 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def current_principal(
+async def any_principal(
     request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """Whoever the key belongs to, whatever it may do."""
     key = credentials.credentials if credentials else None
     principal = services.keys.cached(key)
     if principal is None:
@@ -50,7 +51,34 @@ def _bind_log_context(request: Request, principal: Principal) -> None:
     )
 
 
+async def current_principal(
+    principal: Annotated[Principal, Depends(any_principal)],
+) -> Principal:
+    # An admin key is the organisation's, not a project's: it sees no project's data.
+    if principal.scope is KeyScope.ADMIN:
+        raise PermissionDenied(
+            "An admin key manages the organisation (checkpoint permissions) only: "
+            "use a project key here."
+        )
+    return principal
+
+
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_principal(
+    principal: Annotated[Principal, Depends(any_principal)],
+) -> Principal:
+    if principal.scope is not KeyScope.ADMIN:
+        # OpenAI's answer to a project key on an admin route.
+        raise PermissionDenied(
+            "You have insufficient permissions for this operation: it needs an admin key "
+            "(`openft keys create --scope admin`)."
+        )
+    return principal
+
+
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]
 
 
 async def worker_principal(principal: CurrentPrincipal) -> Principal:

@@ -169,3 +169,7 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+
+
+class CreateCheckpointPermissionRequest(Strict):
+    project_ids: list[str] = Field(max_length=1000, description="The projects to grant.")

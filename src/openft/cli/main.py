@@ -20,8 +20,8 @@ import typer
 
 from openft import logs
 from openft.cli.user import chat as user_chat
+from openft.cli.user import checkpoints_app, files_app, jobs_app, models_app, webhooks_app
 from openft.cli.user import events as user_events
-from openft.cli.user import files_app, jobs_app, models_app, webhooks_app
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
 from openft.logs import LogFormat
@@ -45,6 +45,7 @@ app.add_typer(files_app, name="files")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(models_app, name="models")
+app.add_typer(checkpoints_app, name="checkpoints")
 app.command("events")(user_events)
 app.command("chat")(user_chat)
 
@@ -340,7 +341,11 @@ def keys_create(
         str, typer.Option(help="The project the key belongs to (created if new).")
     ] = DEFAULT_PROJECT,
     scope: Annotated[
-        KeyScope, typer.Option(help="project: the public API; worker: may also report into jobs.")
+        KeyScope,
+        typer.Option(
+            help="project: the public API; worker: may also report into jobs; admin:"
+            " organisation-wide, checkpoint permissions only (no project)."
+        ),
     ] = KeyScope.PROJECT,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -291,6 +292,68 @@ def webhooks_deliveries(webhook_id: str, base_url: BaseUrl = None, api_key: ApiK
     with _client(base_url, api_key) as client:
         rows = client.request("GET", f"/webhooks/{webhook_id}/deliveries")["data"]
     _table(rows, ["id", "type", "job_id", "attempts", "delivered_at", "last_status", "last_error"])
+
+
+# -- checkpoint permissions (an admin key's) ---------------------------------------------
+
+checkpoints_app = typer.Typer(
+    help="Share a fine-tuned model or checkpoint with other projects (an admin key:"
+    " `openft keys create --scope admin`).",
+    no_args_is_help=True,
+)
+CheckpointName = Annotated[
+    str,
+    typer.Argument(help="The checkpoint's model name (ft:…:ckpt-step-N) or a fine-tuned model."),
+]
+
+
+def _permissions_path(checkpoint: str) -> str:
+    # Percent-encoded as the SDKs send it: a base model's name may hold a slash.
+    return f"/fine_tuning/checkpoints/{quote(checkpoint, safe=':')}/permissions"
+
+
+@checkpoints_app.command("share")
+def checkpoints_share(
+    checkpoint: CheckpointName,
+    project: Annotated[
+        list[str], typer.Option(help="A project id (proj_…) to grant; repeat for several.")
+    ],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Let projects list the model and chat with it. Prints each permission's id."""
+    with _client(base_url, api_key) as client:
+        granted = client.request(
+            "POST", _permissions_path(checkpoint), json={"project_ids": project}
+        )
+    _table(granted["data"], ["id", "project_id", "created_at"])
+
+
+@checkpoints_app.command("unshare")
+def checkpoints_unshare(
+    checkpoint: CheckpointName,
+    permission_id: Annotated[str, typer.Argument(help="The permission's id (cp_…).")],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Withdraw a permission: the project's next call on the model is a 404."""
+    with _client(base_url, api_key) as client:
+        client.request("DELETE", f"{_permissions_path(checkpoint)}/{permission_id}")
+    print(f"{permission_id} deleted")
+
+
+@checkpoints_app.command("permissions")
+def checkpoints_permissions(
+    checkpoint: CheckpointName,
+    project: Annotated[str | None, typer.Option(help="Only this project's (proj_…).")] = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """The projects the model is shared with, newest first."""
+    params = {} if project is None else {"project_id": project}
+    with _client(base_url, api_key) as client:
+        rows = list(client.pages(_permissions_path(checkpoint), params))
+    _table(rows, ["id", "project_id", "created_at"])
 
 
 # -- models and chat -------------------------------------------------------------------

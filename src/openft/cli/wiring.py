@@ -16,6 +16,7 @@ from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
 from openft.services.models import ModelService
+from openft.services.permissions import PermissionService
 from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
 from openft.serving.interface import Engine, NoEngine
@@ -94,6 +95,7 @@ def build_services(
             Caps(max_n=settings.chat_max_n, max_tokens=settings.chat_max_tokens),
         ),
         checkpoints=CheckpointService(db),
+        permissions=PermissionService(db, clock),
         worker=WorkerService(
             db,
             files,

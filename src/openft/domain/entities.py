@@ -43,10 +43,12 @@ class Control(StrEnum):
 
 
 class KeyScope(StrEnum):
-    """`project` keys use the public API; `worker` keys may also report into jobs."""
+    """`project` keys use the public API; `worker` keys may also report into jobs;
+    `admin` keys manage the organisation (checkpoint permissions), and nothing else."""
 
     PROJECT = "project"
     WORKER = "worker"
+    ADMIN = "admin"
 
 
 class FileFormat(StrEnum):
@@ -268,6 +270,17 @@ class Checkpoint:
     created_at: int
     metrics: JsonObject
     fine_tuned_model_checkpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPermission:
+    """A project's right to use another project's fine-tuned model or checkpoint, named by
+    its model name (`ft:…` or `ft:…:ckpt-step-N`)."""
+
+    id: str
+    model: str
+    project_id: str
+    created_at: int
 
 
 @dataclass(frozen=True, slots=True)

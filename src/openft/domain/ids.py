@@ -47,6 +47,10 @@ def new_checkpoint_id() -> str:
     return CHECKPOINT_PREFIX + random_token()
 
 
+def new_permission_id() -> str:
+    return "cp_" + random_token()
+
+
 def new_project_id() -> str:
     return PROJECT_PREFIX + random_token()
 

@@ -14,6 +14,7 @@ from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
 from openft.services.models import ModelService
+from openft.services.permissions import PermissionService
 from openft.services.webhooks import WebhookService
 from openft.services.worker import WorkerService
 from openft.store.interface import BlobStore, Store
@@ -33,6 +34,7 @@ class Services:
     models: ModelService
     inference: InferenceService
     checkpoints: CheckpointService
+    permissions: PermissionService
     worker: WorkerService
     webhooks: WebhookService
     blobs: BlobStore

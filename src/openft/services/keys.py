@@ -14,6 +14,9 @@ from openft.services.clock import Clock, system_clock
 from openft.store.interface import Store
 
 DEFAULT_PROJECT = "default"
+# Admin keys are organisation-wide; the keys table wants a project, so they are kept
+# under this one, which the routes that admin keys may call never read.
+ADMIN_PROJECT = "openft-admin"
 # Verified keys are remembered briefly so a busy client costs one lookup per interval,
 # not one per request; a revoked key stops working within this many seconds.
 CACHE_SECONDS = 10.0
@@ -60,7 +63,10 @@ class KeyService:
     def create(
         self, project_name: str = DEFAULT_PROJECT, scope: KeyScope = KeyScope.PROJECT
     ) -> tuple[str, ApiKey]:
-        """Issue a new key for `project_name` (created if new). The key is shown only now."""
+        """Issue a new key for `project_name` (created if new). The key is shown only now.
+        An admin key belongs to no project of the user's: `project_name` is not used."""
+        if scope is KeyScope.ADMIN:
+            project_name = ADMIN_PROJECT
         key = new_api_key()
         now = self._clock()
         with self._db.write() as tx:

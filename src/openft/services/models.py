@@ -61,7 +61,10 @@ class ModelService:
         models = [ModelInfo(name, self._started_at, BASE_OWNER) for name in sorted(self._base)]
         with self._db.read() as tx:
             tuned = tx.fine_tuned_models(project_id)
-        return models + [ModelInfo(name, created, project_id) for name, created in tuned]
+            shared = tx.shared_models(project_id)
+        own = [ModelInfo(name, created, project_id) for name, created in tuned]
+        # Another project's models granted to this one, owned by the project that made them.
+        return models + own + [ModelInfo(name, created, owner) for name, created, owner in shared]
 
     def retrieve(self, project_id: str, name: str) -> ModelInfo:
         for model in self.list(project_id):
@@ -71,13 +74,16 @@ class ModelService:
 
     def served(self, project_id: str, name: str) -> ServedModel:
         """What a chat completion on `name` runs: a base model; or the project's fine-tuned
-        model (`ft:…`) or checkpoint (`ft:…:ckpt-step-N`), its adapter on its base."""
+        model (`ft:…`) or checkpoint (`ft:…:ckpt-step-N`), or one shared with the project,
+        its adapter on its base."""
         base = self._base.get(name)
         if base is not None:
             return ServedModel(name, base)
         checkpoint_of = split_checkpoint_model(name)
         with self._db.read() as tx:
             job = tx.job_of_model(project_id, checkpoint_of[0] if checkpoint_of else name)
+            if job is None:  # granted by an admin key (checkpoint permissions)?
+                job = tx.shared_job_of_model(project_id, name)
             checkpoint = (
                 tx.checkpoint_at_step(job.id, checkpoint_of[1])
                 if job is not None and checkpoint_of

@@ -18,6 +18,7 @@ from openft.domain.entities import (
     ApiKey,
     Blob,
     Checkpoint,
+    CheckpointPermission,
     Control,
     Event,
     EventDraft,
@@ -316,6 +317,47 @@ class Transaction(ABC):
         self, project_id: str, endpoint_id: str
     ) -> list[WebhookDelivery] | None:
         """The endpoint's latest deliveries, newest first; None if not the project's."""
+
+    # -- checkpoint permissions ----------------------------------------------------------
+
+    @abstractmethod
+    def owner_job_of_model(self, fine_tuned_model: str) -> Job | None:
+        """The job, of any project, whose fine-tuned model (not deleted) is this."""
+
+    @abstractmethod
+    def existing_projects(self, project_ids: Iterable[str]) -> set[str]:
+        """Those of `project_ids` that are projects."""
+
+    @abstractmethod
+    def find_permission(self, model: str, project_id: str) -> CheckpointPermission | None: ...
+
+    @abstractmethod
+    def insert_permission(self, permission: CheckpointPermission, job_id: str) -> None:
+        """Store a permission on a model of job `job_id` (it goes with the job)."""
+
+    @abstractmethod
+    def list_permissions(
+        self,
+        model: str,
+        *,
+        project_id: str | None,
+        after: str | None,
+        limit: int,
+        descending: bool,
+    ) -> Page[CheckpointPermission]: ...
+
+    @abstractmethod
+    def delete_permission(self, model: str, permission_id: str) -> bool:
+        """Whether a permission of `model` with this id was there to delete."""
+
+    @abstractmethod
+    def shared_models(self, project_id: str) -> list[tuple[str, int, str]]:
+        """(model name, created, owning project) of every model shared with the project
+        that still exists."""
+
+    @abstractmethod
+    def shared_job_of_model(self, project_id: str, model: str) -> Job | None:
+        """The job whose model (or checkpoint's model) `model` is shared with the project."""
 
     @abstractmethod
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:

@@ -71,6 +71,11 @@ def _to_job(row: Any) -> Job:
     )
 
 
+# What other tables' queries select and convert when they return a job.
+JOB_FIELDS = _FIELDS
+to_job = _to_job
+
+
 def job_pk(job_id: Any) -> ScalarSelect[Any]:
     return key_of(jobs, job_id)
 

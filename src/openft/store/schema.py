@@ -125,6 +125,21 @@ job_checkpoints = Table(
     Index(None, "job_pk", "step_number", unique=True),
 )
 
+# A project's right to another project's fine-tuned model or checkpoint, by its model
+# name; it goes with the job that made the model.
+checkpoint_permissions = Table(
+    "checkpoint_permissions",
+    metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("job_pk", PK, ForeignKey("jobs.pk", ondelete="CASCADE"), nullable=False),
+    Column("model", String(600), nullable=False),
+    Column("project_id", String(40), ForeignKey("projects.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "model", "project_id", unique=True),
+    Index(None, "project_id"),
+)
+
 # One row per event, clustered on (job, seq): a page is one range scan of the primary
 # key at any depth, and the public event id is derived from (job event key, seq).
 job_events = Table(

@@ -11,6 +11,7 @@ from openft.store.files import FileQueries
 from openft.store.interface import Transaction
 from openft.store.jobs import JobQueries
 from openft.store.keys import KeyQueries
+from openft.store.permissions import PermissionQueries
 from openft.store.webhooks import WebhookQueries
 
 _PING = text("SELECT 1")
@@ -22,6 +23,7 @@ class SqlTransaction(
     JobQueries,
     EventQueries,
     CheckpointQueries,
+    PermissionQueries,
     WebhookQueries,
     Transaction,
 ):
