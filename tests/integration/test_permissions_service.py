@@ -91,6 +91,9 @@ def test_pages_filters_and_refusals(
     assert [p.id for p in rest.items] == [made[0].id] and not rest.has_more
     oldest = services.permissions.list(checkpoint, descending=False, limit=5)
     assert [p.id for p in oldest.items] == [p.id for p in made]
+    with pytest.raises(InvalidRequest) as cursor:
+        services.permissions.list(checkpoint, after="cp_nope")
+    assert cursor.value.param == "after"
     only = services.permissions.list(checkpoint, project_id=projects[1])
     assert only.items == [made[1]]
     with pytest.raises(InvalidRequest) as unknown:

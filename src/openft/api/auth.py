@@ -58,7 +58,7 @@ async def current_principal(
     if principal.scope is KeyScope.ADMIN:
         raise PermissionDenied(
             "An admin key manages the organisation (checkpoint permissions) only: "
-            "use a project key here."
+            "use a project's key here."
         )
     return principal
 

@@ -4,7 +4,7 @@ its checkpoints, with other projects of the organisation."""
 from __future__ import annotations
 
 from openft.domain.entities import CheckpointPermission, Job, Page
-from openft.domain.errors import InvalidRequest, NotFound
+from openft.domain.errors import InvalidCursor, InvalidRequest, NotFound
 from openft.domain.ids import new_permission_id
 from openft.domain.naming import split_checkpoint_model
 from openft.services.clock import Clock, system_clock
@@ -71,10 +71,13 @@ class PermissionService:
         limit: int = DEFAULT_LIMIT,
         descending: bool = True,
     ) -> Page[CheckpointPermission]:
-        """`after` a permission id: the ones past it in `order` (an id not in the list
-        gives an empty page)."""
+        """`after` a permission id of this model: the ones past it in `order`."""
         with self._db.read() as tx:
             _owner(tx, model)
+            if after is not None and not tx.has_permission(model, after):
+                raise InvalidCursor(
+                    f"Invalid 'after': {after!r} is not a permission on {model!r}.", param="after"
+                )
             return tx.list_permissions(
                 model, project_id=project_id, after=after, limit=limit, descending=descending
             )

@@ -332,6 +332,10 @@ class Transaction(ABC):
     def find_permission(self, model: str, project_id: str) -> CheckpointPermission | None: ...
 
     @abstractmethod
+    def has_permission(self, model: str, permission_id: str) -> bool:
+        """Whether `permission_id` is a permission on `model` (a list's cursor)."""
+
+    @abstractmethod
     def insert_permission(self, permission: CheckpointPermission, job_id: str) -> None:
         """Store a permission on a model of job `job_id` (it goes with the job)."""
 

@@ -44,6 +44,10 @@ class PermissionQueries:
         ).one_or_none()
         return None if row is None else _to_permission(row)
 
+    def has_permission(self, model: str, permission_id: str) -> bool:
+        query = select(_P.c.pk).where(_P.c.model == model, _P.c.id == permission_id)
+        return self._conn.execute(query).first() is not None
+
     def insert_permission(self, permission: CheckpointPermission, job_id: str) -> None:
         self._conn.execute(
             insert(_P).values(
