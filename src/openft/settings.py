@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # host:port where `/metrics` is also served without a key, for a Prometheus scraper
+    # (keep it off the public network); unset: only the API's `/metrics`, admin keys only.
+    metrics_address: str | None = None
     # "text" (the default) or "json": one JSON object per line, for a log shipper.
     log_format: Literal["text", "json"] = "text"
     # The SQLite database (unless `database_url` names another) and the blobs live here.

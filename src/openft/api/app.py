@@ -12,6 +12,7 @@ from fastapi import FastAPI
 import openft
 from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
+from openft.api.metrics import install_metrics
 from openft.api.middleware import BodyLimit, RefuseNul, RequestIdMiddleware
 from openft.api.routes import (
     chat,
@@ -100,6 +101,8 @@ def create_app(
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
+    # Around even that: every answer is counted and timed, refusals before a route included.
+    install_metrics(app, services)
     for module in (health, files, jobs, permissions, models, chat, webhooks, worker):
         app.include_router(module.router)
     mount_console(app)

@@ -193,6 +193,14 @@ def serve(
         background=background,
         max_request_bytes=settings.max_request_bytes,
     )
+    if settings.metrics_address:
+        from openft.api.metrics import serve_metrics
+
+        try:
+            serve_metrics(api.state.metrics_registry, settings.metrics_address)
+        except (OSError, ValueError) as exc:
+            services.close()
+            raise _fail(f"Cannot serve metrics on {settings.metrics_address}: {exc}") from None
     try:
         config = uvicorn.Config(
             api,

@@ -15,6 +15,7 @@ from openft.services.inference import InferenceService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
+from openft.services.metrics import MetricsService
 from openft.services.models import ModelService
 from openft.services.permissions import PermissionService
 from openft.services.webhooks import WebhookService
@@ -76,6 +77,16 @@ def build_services(
         blobs, UnpackedCache(settings.data_dir / "cache", settings.cache_mb * MiB)
     )
     models = ModelService(db, base_models, clock(), artifacts, clock)
+    live = LiveEvents(
+        db,
+        poll_seconds=settings.stream_poll_seconds,
+        keepalive_seconds=settings.stream_keepalive_seconds,
+    )
+    inference = InferenceService(
+        models,
+        inference_engine(settings),
+        Caps(max_n=settings.chat_max_n, max_tokens=settings.chat_max_tokens),
+    )
     return Services(
         db=db,
         blobs=blobs,
@@ -83,17 +94,9 @@ def build_services(
         files=files,
         jobs=JobService(db, files, models, min_examples=settings.min_examples, clock=clock),
         events=EventService(db, clock),
-        live=LiveEvents(
-            db,
-            poll_seconds=settings.stream_poll_seconds,
-            keepalive_seconds=settings.stream_keepalive_seconds,
-        ),
+        live=live,
         models=models,
-        inference=InferenceService(
-            models,
-            inference_engine(settings),
-            Caps(max_n=settings.chat_max_n, max_tokens=settings.chat_max_tokens),
-        ),
+        inference=inference,
         checkpoints=CheckpointService(db),
         permissions=PermissionService(db, clock),
         worker=WorkerService(
@@ -113,5 +116,8 @@ def build_services(
             try_seconds=settings.webhook_try_seconds,
             concurrency=settings.webhook_concurrency,
             clock=clock,
+        ),
+        metrics=MetricsService(
+            db, live, inference, heartbeat_timeout=settings.heartbeat_timeout_seconds, clock=clock
         ),
     )

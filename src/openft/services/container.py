@@ -13,6 +13,7 @@ from openft.services.inference import InferenceService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
 from openft.services.live import LiveEvents
+from openft.services.metrics import MetricsService
 from openft.services.models import ModelService
 from openft.services.permissions import PermissionService
 from openft.services.webhooks import WebhookService
@@ -38,6 +39,7 @@ class Services:
     worker: WorkerService
     webhooks: WebhookService
     blobs: BlobStore
+    metrics: MetricsService
 
     def readiness(self) -> dict[str, str]:
         """Whether this process can serve: "ok", or why not, for the database and the

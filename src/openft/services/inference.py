@@ -11,7 +11,7 @@ from typing import Any
 from openft.domain.chat import Caps, ChatMessage, Sampling, chat_messages
 from openft.domain.entities import ServedModel
 from openft.services.models import ModelService
-from openft.serving.interface import Engine, Output
+from openft.serving.interface import Engine, Output, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,8 @@ class InferenceService:
         self._models = models
         self._engine = engine
         self.caps = caps or Caps()
+        # Completion tokens this process's engine wrote (every engine reports its usage).
+        self.tokens_generated = 0
 
     def prepare(
         self, project_id: str, model: str, messages: Sequence[Any], sampling: Sampling
@@ -36,10 +38,22 @@ class InferenceService:
         checked = chat_messages(messages)
         return ChatRequest(project_id, self._models.served(project_id, model), checked, sampling)
 
-    def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
-        return self._engine.generate(
+    async def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
+        outputs = self._engine.generate(
             request.model, request.messages, request.sampling, tenant=request.project_id
         )
+        try:
+            async for output in outputs:
+                if isinstance(output, Usage):
+                    self.tokens_generated += output.completion_tokens
+                yield output
+        finally:
+            # Closing this generator early must stop the engine's generation too.
+            await outputs.aclose()  # type: ignore[attr-defined]
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     async def delete_model(self, project_id: str, name: str) -> None:
         await asyncio.to_thread(self._models.delete, project_id, name)

@@ -123,6 +123,11 @@ class LiveEvents:
         self._outage_since: float | None = None  # monotonic time of the first failed read
         db.on_events(self._committed)
 
+    @property
+    def followers(self) -> int:
+        """How many streams follow a job in this process now (a gauge for the metrics)."""
+        return len(self._followers)
+
     # -- wake-ups (from any thread) ----------------------------------------------------
 
     def _committed(self, job_ids: frozenset[str]) -> None:

@@ -34,6 +34,11 @@ Output = Piece | Usage
 
 
 class Engine(ABC):
+    # For the metrics: adapters held now, and loaded since the engine started. An engine
+    # that loads nothing itself (vLLM reports its own) keeps both at 0.
+    adapters_loaded: int = 0
+    adapter_loads: int = 0
+
     @abstractmethod
     def generate(
         self,

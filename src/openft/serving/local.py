@@ -133,6 +133,9 @@ class LocalEngine(Engine):
         self._cursor: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
+        # Written by the scheduler thread alone; read (whole ints) by the metrics.
+        self.adapters_loaded = 0
+        self.adapter_loads = 0
 
     # The event loop's side.
 
@@ -401,6 +404,8 @@ class LocalEngine(Engine):
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
         base.adapters[key] = model.name
         self._lru[(base.name, key)] = size
+        self.adapters_loaded += 1
+        self.adapter_loads += 1
         log.info(
             "Loaded adapter %s on %s in %.3f s (%.1f MiB)",
             model.name,
@@ -454,6 +459,7 @@ class LocalEngine(Engine):
 
     def _unload_base(self, name: str) -> None:
         base = self._bases.pop(name)
+        self.adapters_loaded -= len(base.adapters)
         for key in [key for key in self._lru if key[0] == name]:
             del self._lru[key]
         del base
@@ -480,6 +486,7 @@ class LocalEngine(Engine):
             base.model = base.model.unload()
             base.active = base.enabled = None
         name = base.adapters.pop(key)
+        self.adapters_loaded -= 1
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)

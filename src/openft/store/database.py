@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -115,6 +116,8 @@ class Database(Store):
         self._pages: AsyncConnectionPool[Any] | None = None
         self._pages_lock = asyncio.Lock()
         self._listeners: list[Callable[[frozenset[str]], None]] = []
+        self.events_appended = 0
+        self._count_lock = threading.Lock()
 
     @contextmanager
     def _scope(self, write: bool) -> Iterator[Transaction]:
@@ -126,6 +129,8 @@ class Database(Store):
                     tx = SqlTransaction(conn, notify=self._notify)
                     yield tx
             if tx.appended:
+                with self._count_lock:  # commits end in many threads at once
+                    self.events_appended += tx.appended_count
                 committed = frozenset(tx.appended)
                 for listener in self._listeners:
                     listener(committed)

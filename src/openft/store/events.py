@@ -167,6 +167,7 @@ async def read_events_async(
 class EventQueries:
     _conn: Connection
     appended: set[str]
+    appended_count: int
     notify: bool
 
     def append_events(self, job_id: str, drafts: Sequence[EventDraft], now: int) -> list[Event]:
@@ -176,6 +177,7 @@ class EventQueries:
         if not drafts:
             return []
         self.appended.add(job_id)
+        self.appended_count += len(drafts)
         reserve = _RESERVE_NOTIFY if self.notify else _RESERVE
         pk, last, event_key = self._conn.execute(
             reserve, {"job_id": job_id, "count": len(drafts)}

@@ -36,6 +36,7 @@ from openft.domain.entities import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from openft.domain.operations import OperationsSnapshot
 
 
 class Transaction(ABC):
@@ -367,12 +368,21 @@ class Transaction(ABC):
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page[Checkpoint]:
         """Newest first (checkpoints are made in step order), past `after` (which must exist)."""
 
+    # Operations.
+
+    @abstractmethod
+    def operations_snapshot(self, heartbeat_before: int) -> OperationsSnapshot:
+        """Counts across all projects for the metrics (leases whose last heartbeat is
+        older than `heartbeat_before` count as expired)."""
+
 
 class Store(ABC):
     """Transaction scopes over one database."""
 
     # Whether a read is cheap enough to run on the API's event loop (no network wait).
     inline_reads: bool = False
+    # Events that this process's transactions appended and committed, since it started.
+    events_appended: int = 0
 
     @abstractmethod
     def read(self) -> AbstractContextManager[Transaction]:

@@ -11,6 +11,7 @@ from openft.store.files import FileQueries
 from openft.store.interface import Transaction
 from openft.store.jobs import JobQueries
 from openft.store.keys import KeyQueries
+from openft.store.operations import OperationsQueries
 from openft.store.permissions import PermissionQueries
 from openft.store.webhooks import WebhookQueries
 
@@ -25,12 +26,14 @@ class SqlTransaction(
     CheckpointQueries,
     PermissionQueries,
     WebhookQueries,
+    OperationsQueries,
     Transaction,
 ):
     def __init__(self, conn: Connection, *, notify: bool = False) -> None:
         self._conn = conn
         self.notify = notify  # PostgreSQL: appends notify other processes' followers
         self.appended: set[str] = set()  # jobs whose events this transaction appended
+        self.appended_count = 0  # and how many events, for the metrics once it commits
 
     def ping(self) -> None:
         self._conn.execute(_PING)
