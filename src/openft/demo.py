@@ -115,7 +115,8 @@ def main() -> None:
         checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
         print(f"\nfine-tuned model: {job.fine_tuned_model} ({job.trained_tokens} tokens trained)")
         print(f"checkpoints: {', '.join(c.fine_tuned_model_checkpoint for c in checkpoints)}")
-        print(f"adapter (loads with peft): {data_dir / 'models' / job.id / 'adapter'}")
+        archive = data_dir / "models" / job.id / "adapter.tar.gz"
+        print(f"adapter (peft's files, as a tar.gz blob): {archive}")
         print(f"results file: {job.result_files[0]}")
         question, expected = SAMPLE[0]
         print(f"\nasked both models {question!r} (expected {expected!r}):")
