@@ -73,10 +73,6 @@ BlobUrl = Annotated[
 ]
 
 
-def _configure_logging(log_format: LogFormat = "text") -> None:
-    logs.configure(log_format)
-
-
 LogFormatOption = Annotated[
     LogFormat | None,
     typer.Option(
@@ -169,7 +165,7 @@ def serve(
         distributed=distributed,
         log_format=log_format,
     )
-    _configure_logging(settings.log_format)
+    logs.configure(settings.log_format)
     if worker:
         _check_training(settings)
     try:
@@ -313,7 +309,7 @@ def worker_command(
         distributed=distributed,
         log_format=log_format,
     )
-    _configure_logging(settings.log_format)
+    logs.configure(settings.log_format)
     _check_training(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -455,8 +451,8 @@ def blobs_migrate(
     from openft.services.blob_migration import migrate
     from openft.store.blob_stores import open_blobs
 
-    _configure_logging()
     settings = _settings(data_dir=data_dir, blob_url=blob_url)
+    logs.configure(settings.log_format)
     try:
         source = open_blobs(settings.blob_url, settings.data_dir)
         target = open_blobs(to, settings.data_dir)

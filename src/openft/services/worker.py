@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from openft.domain import messages
@@ -30,6 +30,7 @@ from openft.domain.entities import (
     Job,
     JobError,
     JobStatus,
+    Lease,
     Method,
     Outcome,
     holder_name,
@@ -366,24 +367,13 @@ class WorkerService:
         now = self._clock()
         with self._db.read() as tx:
             stale = tx.stale_running_ids(now - self.heartbeat_timeout)
-        return sum(self._recover(job_id, now) for job_id in stale)
 
-    def _recover(self, job_id: str, now: int) -> bool:
-        try:
-            with self._db.write() as tx:
-                job = tx.get_job(job_id)
-                lease = job.lease if job is not None else None
-                if job is None or job.status is not S.RUNNING or lease is None:
-                    return False
-                if lease.heartbeat_at >= now - self.heartbeat_timeout:
-                    return False  # it spoke up since we looked
-                outcome, draft = self._recovery(job.control, lease.attempts)
-                # The outcome rests on the silence and the request read above: the move
-                # compares both, so a heartbeat, a report or a cancel in between wins.
-                self._end(tx, job, lease.worker_id, now, outcome, draft, as_read=job)
-                return True
-        except LeaseLost:
-            return False  # its worker spoke up or finished it meanwhile, or it was asked
+        def silent(job: Job, lease: Lease) -> tuple[Outcome, EventDraft] | None:
+            if lease.heartbeat_at >= now - self.heartbeat_timeout:
+                return None  # it spoke up since we looked
+            return self._recovery(job.control, lease.attempts)
+
+        return sum(self._take_back(job_id, now, silent) for job_id in stale)
 
     def release_key(self, key_id: str) -> int:
         """Take back the running jobs held by workers of a revoked key, saying why: each
@@ -393,23 +383,40 @@ class WorkerService:
         prefix = holder_name(key_id)
         with self._db.read() as tx:
             held = tx.running_ids_held_by(prefix)
-        released = 0
-        for job_id in held:
+
+        def revoked(job: Job, lease: Lease) -> tuple[Outcome, EventDraft] | None:
+            if not lease.worker_id.startswith(prefix):
+                return None  # taken back and claimed by another key's worker meanwhile
+            if job.control is not None:
+                return stop_outcome(job.control)
+            return Outcome(S.QUEUED), messages.worker_key_revoked(key_id)
+
+        return sum(self._take_back(job_id, now, revoked) for job_id in held)
+
+    def _take_back(
+        self,
+        job_id: str,
+        now: int,
+        decide: Callable[[Job, Lease], tuple[Outcome, EventDraft] | None],
+    ) -> bool:
+        """End a running job's hold on the server's own account, as `decide` says (None:
+        leave it). The move compares what the decision rested on (the heartbeat and the
+        pending request read here), so a heartbeat, a report or a cancel in between wins.
+        Whether the job was taken back."""
+        try:
             with self._db.write() as tx:
                 job = tx.get_job(job_id)
                 lease = job.lease if job is not None else None
-                if job is None or lease is None or not lease.worker_id.startswith(prefix):
-                    continue  # finished or taken back meanwhile
-                if job.control is not None:
-                    outcome, draft = stop_outcome(job.control)
-                else:
-                    outcome, draft = Outcome(S.QUEUED), messages.worker_key_revoked(key_id)
-                try:
-                    self._end(tx, job, lease.worker_id, now, outcome, draft, as_read=job)
-                except LeaseLost:
-                    continue
-                released += 1
-        return released
+                if job is None or job.status is not S.RUNNING or lease is None:
+                    return False
+                decided = decide(job, lease)
+                if decided is None:
+                    return False
+                outcome, draft = decided
+                self._end(tx, job, lease.worker_id, now, outcome, draft, as_read=job)
+                return True
+        except LeaseLost:
+            return False  # its worker spoke up or finished it meanwhile, or it was asked
 
     def _recovery(self, control: Control | None, attempts: int) -> tuple[Outcome, EventDraft]:
         """What a job whose worker went silent becomes."""

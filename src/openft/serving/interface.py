@@ -34,10 +34,14 @@ Output = Piece | Usage
 
 
 class Engine(ABC):
-    # For the metrics: adapters held now, and loaded since the engine started. An engine
-    # that loads nothing itself (vLLM reports its own) keeps both at 0.
-    adapters_loaded: int = 0
+    # For the metrics: adapters loaded since the engine started. An engine that loads
+    # nothing itself (vLLM reports its own) keeps it at 0.
     adapter_loads: int = 0
+
+    @property
+    def adapters_loaded(self) -> int:
+        """For the metrics: adapters held now (0 where the engine holds none itself)."""
+        return 0
 
     @abstractmethod
     def generate(

@@ -133,8 +133,7 @@ class LocalEngine(Engine):
         self._cursor: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
-        # Written by the scheduler thread alone; read (whole ints) by the metrics.
-        self.adapters_loaded = 0
+        # Written by the scheduler thread alone; read (a whole int) by the metrics.
         self.adapter_loads = 0
 
     # The event loop's side.
@@ -173,6 +172,11 @@ class LocalEngine(Engine):
                         self._unload_adapter(base.name, key, why="deleted")
 
         self._submit(unload)
+
+    @property
+    def adapters_loaded(self) -> int:
+        """Adapters held on the loaded bases now (read from another thread: a snapshot)."""
+        return sum(len(base.adapters) for base in list(self._bases.values()))
 
     @property
     def active_sequences(self) -> int:
@@ -236,7 +240,7 @@ class LocalEngine(Engine):
             tenants = len(set(running) | {r.tenant for r in self._waiting})
             share = max(1, self._max_active // tenants)
             full = len(self._active) >= self._max_active
-            if full and running[request.tenant] and running[request.tenant] >= share:
+            if full and running[request.tenant] >= share:
                 return
             self._waiting.remove(request)
             if request.cancelled:
@@ -404,7 +408,6 @@ class LocalEngine(Engine):
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
         base.adapters[key] = model.name
         self._lru[(base.name, key)] = size
-        self.adapters_loaded += 1
         self.adapter_loads += 1
         log.info(
             "Loaded adapter %s on %s in %.3f s (%.1f MiB)",
@@ -459,7 +462,6 @@ class LocalEngine(Engine):
 
     def _unload_base(self, name: str) -> None:
         base = self._bases.pop(name)
-        self.adapters_loaded -= len(base.adapters)
         for key in [key for key in self._lru if key[0] == name]:
             del self._lru[key]
         del base
@@ -486,7 +488,6 @@ class LocalEngine(Engine):
             base.model = base.model.unload()
             base.active = base.enabled = None
         name = base.adapters.pop(key)
-        self.adapters_loaded -= 1
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)

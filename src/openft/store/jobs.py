@@ -26,7 +26,8 @@ from openft.store.schema import jobs, projects
 
 _LEASE = ("worker_id", "heartbeat_at", "attempts", "worker_batch", "reported_step")
 _SKIP = ("pk", "updated_at", "last_event_seq", "model_deleted_at", *_LEASE)
-_FIELDS = [c for c in jobs.c if c.name not in _SKIP] + [jobs.c[name] for name in _LEASE]
+# A job's columns, as every query that returns a job selects them (and `to_job` reads).
+JOB_FIELDS = [c for c in jobs.c if c.name not in _SKIP] + [jobs.c[name] for name in _LEASE]
 S = JobStatus
 # A claim moves a queued job to running; the table must allow it (checked at import).
 _CLAIMED_FROM = lawful({S.QUEUED}, S.RUNNING)
@@ -40,7 +41,7 @@ def _method_from_json(value: dict[str, Any]) -> Method:
     return Method(MethodType(value["type"]), Hyperparameters(**value["hyperparameters"]))
 
 
-def _to_job(row: Any) -> Job:
+def to_job(row: Any) -> Job:
     return Job(
         id=row.id,
         project_id=row.project_id,
@@ -69,11 +70,6 @@ def _to_job(row: Any) -> Job:
             else None
         ),
     )
-
-
-# What other tables' queries select and convert when they return a job.
-JOB_FIELDS = _FIELDS
-to_job = _to_job
 
 
 def job_pk(job_id: Any) -> ScalarSelect[Any]:
@@ -110,7 +106,7 @@ class JobQueries:
     _conn: Connection
 
     def insert_job(self, job: Job) -> None:
-        values = {c.name: getattr(job, c.name) for c in _FIELDS if c.name not in _LEASE}
+        values = {c.name: getattr(job, c.name) for c in JOB_FIELDS if c.name not in _LEASE}
         values.update(
             status=job.status.value,
             method=_method_to_json(job.method),
@@ -122,23 +118,23 @@ class JobQueries:
         self._conn.execute(insert(jobs).values(**values))
 
     def get_job(self, job_id: str, project_id: str | None = None) -> Job | None:
-        query = select(*_FIELDS).where(jobs.c.id == job_id)
+        query = select(*JOB_FIELDS).where(jobs.c.id == job_id)
         if project_id is not None:
             query = query.where(jobs.c.project_id == project_id)
         row = self._conn.execute(query).one_or_none()
-        return None if row is None else _to_job(row)
+        return None if row is None else to_job(row)
 
     def list_jobs(
         self, project_id: str, *, after: str | None, limit: int, metadata: MetadataFilter | None
     ) -> Page[Job]:
-        query = select(*_FIELDS).where(jobs.c.project_id == project_id)
+        query = select(*JOB_FIELDS).where(jobs.c.project_id == project_id)
         if metadata is not None and metadata.pairs is None:
             query = query.where(jobs.c.metadata.is_(None))
         elif metadata is not None and metadata.pairs is not None:
             for key, value in metadata.pairs.items():
                 query = query.where(jobs.c.metadata[key].as_string() == value)
         cursor = None if after is None else key_of(jobs, after)
-        return keyset_page(self._conn, query, jobs.c.pk, cursor, limit, True, _to_job)
+        return keyset_page(self._conn, query, jobs.c.pk, cursor, limit, True, to_job)
 
     def ids_in_status(self, status: JobStatus, *, updated_before: int, limit: int) -> list[str]:
         return list(
@@ -201,13 +197,13 @@ class JobQueries:
 
     def job_of_model(self, project_id: str, fine_tuned_model: str) -> Job | None:
         row = self._conn.execute(
-            select(*_FIELDS).where(
+            select(*JOB_FIELDS).where(
                 jobs.c.fine_tuned_model == fine_tuned_model,
                 jobs.c.project_id == project_id,
                 jobs.c.model_deleted_at.is_(None),
             )
         ).first()
-        return _to_job(row) if row else None
+        return to_job(row) if row else None
 
     def delete_model(self, job_id: str, now: int) -> bool:
         statement = (
