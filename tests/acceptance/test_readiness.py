@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from openft.testing.databases import postgres_admin_url
-from openft.testing.server import free_port, running_server, wait_until
+from openft.testing.s3 import unreachable_bucket
+from openft.testing.server import running_server, wait_until
 from tests.conftest import _fresh_database
 
 
@@ -69,12 +70,7 @@ def test_readyz_is_503_while_the_database_is_unreachable(
 def test_readyz_is_503_while_the_blob_store_is_unreachable(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    down = {
-        "OPENFT_BLOB_URL": "s3://openft-down/x",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-    }
+    down = unreachable_bucket()
     for url in _fresh_database("sqlite", tmp_path, request):
         with running_server(url, tmp_path, env=down) as server:
             health, ready = probe(server.root_url)

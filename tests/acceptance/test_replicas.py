@@ -14,7 +14,8 @@ import pytest
 from openai import OpenAI
 
 from openft.testing.data import toy_chat_file
-from openft.testing.server import free_port, openft_command, running_server
+from openft.testing.s3 import unreachable_bucket
+from openft.testing.server import openft_command, running_server
 from tests.acceptance.test_live_events import Follower, listed_oldest_first
 from tests.acceptance.test_training import FAST, TRAINING_ENV, finish
 from tests.conftest import _fresh_database
@@ -90,12 +91,7 @@ def test_two_replicas_share_only_postgres_and_a_bucket(
 def test_a_bucket_that_is_down_answers_503_and_keeps_nothing(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    down = {
-        "OPENFT_BLOB_URL": "s3://openft-down/x",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-        "AWS_ACCESS_KEY_ID": "id",
-        "AWS_SECRET_ACCESS_KEY": "secret",
-    }
+    down = unreachable_bucket()
     for url in _fresh_database("sqlite", tmp_path, request):
         with running_server(url, tmp_path, env=down) as server:
             client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)

