@@ -5,12 +5,17 @@ Prints, for SQLite and then PostgreSQL:
 - bytes per stored event (table + indexes);
 - server time p50/p99 of a 20-event page at the head and at random depths
   (the service call a request makes: auth excluded, database included);
-- HTTP pages/s for the events page against one `openft serve` process (one uvicorn
-  worker) pinned to one core, with `wrk -t1 -c16` pinned to the other (when the machine
-  has two cores or more; `wrk` when installed, else a Python client); then the SQLite and
-  PostgreSQL rates side by side with their ratio.
+- HTTP pages/s for the events page against one `openft serve` process as the README starts
+  it (one uvicorn worker, its embedded worker, engine and access log on) pinned to one core
+  with taskset, with `wrk -t1 -c16` pinned to the other (when the machine has two cores or
+  more; `wrk` when installed, else a Python client). In the same run, the same load on the
+  ceiling: a bare FastAPI app on uvicorn (uvloop, httptools) serving 20 events from an
+  in-memory SQLite table with orjson, no authentication, middleware or log: every openft
+  figure is also printed as a share of it. Then the SQLite and PostgreSQL rates side by
+  side with their ratio.
 
 Usage: python bench/events_bench.py [--events 1000000] [--backends sqlite,postgres]
+       [--variants] (also openft with --no-worker --no-access-log, to tell what they cost)
 PostgreSQL: OPENFT_BENCH_POSTGRES_URL, else OPENFT_TEST_POSTGRES_URL, else the local
 server at 127.0.0.1:5432 (user postgres); a fresh database is created and dropped.
 """
@@ -22,13 +27,18 @@ import asyncio
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 from sqlalchemy import text
 
 from openft.cli.wiring import build_services
@@ -40,7 +50,7 @@ from openft.settings import Settings
 from openft.store.database import Database, sqlite_url
 from openft.testing.data import chat_file
 from openft.testing.databases import create_postgres_database, drop_postgres_database
-from openft.testing.server import running_server
+from openft.testing.server import free_port
 
 BATCH = 1000
 PAGE_SAMPLES = 2000
@@ -114,19 +124,145 @@ def time_pages(
 SERVER_CPU, LOAD_CPU = 0, 1
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Move every thread of process `pid` onto `cpu` (threads made later inherit it)."""
-    if os.cpu_count() and os.cpu_count() > cpu:  # type: ignore[operator]
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            os.sched_setaffinity(int(task.name), {cpu})
+def pinned(cpu: int) -> list[str]:
+    """The taskset prefix that runs a command on `cpu` alone (none on a one-core machine)."""
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > cpu else []
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+
+
+@contextmanager
+def serving(command: list[str], ready_url: str, log_path: Path) -> Iterator[None]:
+    """Run a server `command` pinned to SERVER_CPU until the block ends."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [*pinned(SERVER_CPU), *command], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_ready(ready_url, process, log_path)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def openft_server(database_url: str, data_dir: Path, flags: list[str]) -> Iterator[str]:
+    """`openft serve` as the README starts it (embedded worker, access log: to a file
+    here, as a terminal would take it), plus `flags`; yields its root URL."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "openft.cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--database-url",
+        database_url,
+        *flags,
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with serving(command, f"{url}/healthz", data_dir / "server.log"):
+        yield url
+
+
+@contextmanager
+def ceiling_server() -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.gettempdir()) / f"openft-bench-ceiling-{port}.log"
+    command = [sys.executable, __file__, "--serve-ceiling", str(port)]
+    try:
+        with serving(command, f"{url}/healthz", log_path):
+            yield url
+    finally:
+        log_path.unlink(missing_ok=True)
+
+
+def serve_ceiling(port: int) -> None:
+    """The ceiling: what a bare FastAPI app on uvicorn (uvloop, httptools) answers on this
+    machine for the same page (20 events of the same shape, from an in-memory SQLite table,
+    encoded with orjson), with no authentication, middleware or log."""
+    import uvicorn
+    from fastapi import FastAPI, Response
+
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    conn.execute(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, created_at INTEGER, level TEXT,"
+        " type TEXT, message TEXT, data TEXT)"
+    )
+    key = "a" * 16
+    rows = []
+    for seq in range(1, 1001):
+        draft = metrics_event(seq, 1000)
+        rows.append((seq, 1_700_000_000, "info", "metrics", draft.message, _json(draft.data)))
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b"ok")
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    async def events(job_id: str, limit: int = 20) -> Response:
+        found = conn.execute(
+            "SELECT seq, created_at, level, type, message, data FROM events"
+            " ORDER BY seq DESC LIMIT ?",
+            (limit + 1,),
+        ).fetchall()
+        data = [
+            {
+                "object": "fine_tuning.job.event",
+                "id": event_id(key, seq),
+                "created_at": created_at,
+                "level": level,
+                "message": message,
+                "type": kind,
+                "data": orjson.loads(body),
+            }
+            for seq, created_at, level, kind, message, body in found[:limit]
+        ]
+        page = {"object": "list", "data": data, "has_more": len(found) > limit}
+        return Response(orjson.dumps(page), media_type="application/json")
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def _json(data: dict[str, object]) -> str:
+    return orjson.dumps(data).decode()
 
 
 def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
     if shutil.which("wrk"):
-        pinned = ["taskset", "-c", str(LOAD_CPU)] if (os.cpu_count() or 1) > LOAD_CPU else []
         out = subprocess.run(
             [
-                *pinned,
+                *pinned(LOAD_CPU),
                 "wrk",
                 "-t1",
                 "-c16",
@@ -149,7 +285,7 @@ def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
         return done / seconds
 
 
-def run(backend: str, total: int, http_seconds: int) -> dict[str, float]:
+def run(backend: str, total: int, http_seconds: int, extra_variants: bool) -> dict[str, float]:
     """Measure one backend; return its HTTP pages/s by label."""
     work = Path(tempfile.mkdtemp(prefix=f"openft-bench-{backend}-"))
     admin = None
@@ -189,23 +325,28 @@ def run(backend: str, total: int, http_seconds: int) -> dict[str, float]:
         ).items():
             print(f"[{backend}] 20-event page at {label}: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
         rates = {}
-        with running_server(url, work) as server:
-            pin(server.process.pid, SERVER_CPU)
-            for label, path in (
-                ("head", f"/fine_tuning/jobs/{job.id}/events?limit=20"),
-                (
-                    "deep",
-                    f"/fine_tuning/jobs/{job.id}/events?limit=20"
-                    f"&after={event_id(job.event_key, total // 2)}",
-                ),
-            ):
-                http_rps(server.base_url, key, path, 2)  # warm up
-                rps = http_rps(server.base_url, key, path, http_seconds)
-                rates[label] = rps
-                print(
-                    f"[{backend}] HTTP events page ({label}), server on one core:"
-                    f" {rps:,.0f} pages/s"
-                )
+        paths = {
+            "head": f"/v1/fine_tuning/jobs/{job.id}/events?limit=20",
+            "deep": f"/v1/fine_tuning/jobs/{job.id}/events?limit=20"
+            f"&after={event_id(job.event_key, total // 2)}",
+        }
+        with ceiling_server() as ceiling_url:
+            http_rps(ceiling_url, key, paths["head"], 2)  # warm up
+            ceiling = http_rps(ceiling_url, key, paths["head"], http_seconds)
+        print(f"[{backend}] HTTP events page, ceiling app, server on one core: {ceiling:,.0f}")
+        variants: dict[str, list[str]] = {"openft serve defaults": []}
+        if extra_variants:
+            variants["--no-worker --no-access-log"] = ["--no-worker", "--no-access-log"]
+        for variant, flags in variants.items():
+            with openft_server(url, work, flags) as base_url:
+                for label, path in paths.items():
+                    http_rps(base_url, key, path, 2)  # warm up
+                    rps = http_rps(base_url, key, path, http_seconds)
+                    rates[f"{label}, {variant}"] = rps
+                    print(
+                        f"[{backend}] HTTP events page ({label}), {variant}, server on one core:"
+                        f" {rps:,.0f} pages/s, {rps / ceiling:.2f} of the ceiling"
+                    )
         return rates
     finally:
         services.close()
@@ -221,10 +362,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--http-seconds", type=int, default=10)
+    parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--serve-ceiling", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     random.seed(7)
+    if args.serve_ceiling:
+        serve_ceiling(args.serve_ceiling)
+        return
     rates = {
-        backend.strip(): run(backend.strip(), args.events, args.http_seconds)
+        backend.strip(): run(backend.strip(), args.events, args.http_seconds, args.variants)
         for backend in args.backends.split(",")
     }
     if {"sqlite", "postgres"} <= set(rates):

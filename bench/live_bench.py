@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import os
 import resource
+import ssl
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 
 from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, EventDraft
@@ -62,31 +65,76 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def follow(
-    client: httpx.AsyncClient, url: str, latencies: list[float], ready: asyncio.Event
-) -> None:
-    async with client.stream("GET", url) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data: {"):
-                data = json.loads(line[6:])["data"]
-                if "sent_at" in data:
-                    latencies.append(time.time() - data["sent_at"])
-                else:
-                    ready.set()  # the replay arrived: this follower is live
+@dataclass
+class Tally:
+    """What the followers saw: each as a real client, reconnecting with Last-Event-ID
+    whenever its stream ends without `[DONE]` (dropped as too slow, cut, refused)."""
+
+    latencies: list[float] = field(default_factory=list)
+    drops: int = 0  # streams that ended before [DONE]
+    reconnects: int = 0  # streams opened again after one
+    lost: int = 0  # events a follower never got (a gap in a job's numbering)
+    repeated: int = 0  # events a follower got twice
 
 
-async def report(worker: httpx.AsyncClient, job_ids: list[str], rate: float, seconds: float) -> int:
+async def follow(client: httpx.AsyncClient, url: str, tally: Tally, ready: asyncio.Event) -> None:
+    last_id: str | None = None  # the last event received, for Last-Event-ID
+    expected = 1  # the number the next of the bench's events for this job carries
+    while True:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        event_id = None
+        try:
+            async with client.stream("GET", url, headers=headers) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        event_id = line[4:]
+                    elif line.startswith("data: {"):
+                        data = orjson.loads(line[6:])["data"]
+                        last_id = event_id
+                        if "sent_at" not in data:
+                            ready.set()  # the replay arrived: this follower is live
+                            continue
+                        tally.latencies.append(time.time() - data["sent_at"])
+                        if data["n"] < expected:
+                            tally.repeated += 1
+                        else:
+                            tally.lost += data["n"] - expected
+                            expected = data["n"] + 1
+                    elif line == "data: [DONE]":
+                        return
+        except (httpx.TransportError, httpx.HTTPStatusError):
+            pass  # cut (or refused while the server was busy): reconnect like a client
+        tally.drops += 1
+        tally.reconnects += 1
+        await asyncio.sleep(0.05)
+
+
+async def report(workers: dict[str, httpx.AsyncClient], rate: float, seconds: float) -> int:
     """Each job gets `rate` events/s, reported as openft's own worker reports them: a
     batch every FLUSH_SECONDS, the jobs' reports sent concurrently; returns the events."""
+    job_ids = list(workers)
     per_batch = max(1, round(rate * FLUSH_SECONDS))
     batches = dict.fromkeys(job_ids, 0)
+    numbered = dict.fromkeys(job_ids, 0)  # each job's events are numbered 1, 2, …
 
     async def send(job_id: str) -> None:
         batches[job_id] += 1
-        events = [{"message": "tick", "data": {"sent_at": time.time()}}] * per_batch
+        first = numbered[job_id] + 1
+        numbered[job_id] += per_batch
+        now = time.time()
+        events = [
+            {"message": "tick", "data": {"sent_at": now, "n": first + k}} for k in range(per_batch)
+        ]
         body = {"batch": batches[job_id], "events": events}
-        (await worker.post(f"/jobs/{job_id}/events", json=body)).raise_for_status()
+        for attempt in range(5):  # as openft's worker: the batch number makes a retry safe
+            try:
+                (await workers[job_id].post(f"/jobs/{job_id}/events", json=body)).raise_for_status()
+                return
+            except httpx.TransportError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.1)
 
     sent, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -100,51 +148,70 @@ async def report(worker: httpx.AsyncClient, job_ids: list[str], rate: float, sec
 async def run_followers(
     base: str, key: str, worker_key: str, job_ids: list[str], args: argparse.Namespace, pid: int
 ) -> None:
-    limits = httpx.Limits(max_connections=args.followers + 10)
-    async with (
-        httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {key}"}, timeout=None, limits=limits
-        ) as client,
-        httpx.AsyncClient(
-            base_url=f"{base}/worker",
-            headers={"Authorization": f"Bearer {worker_key}", "OpenFT-Worker": "bench"},
-            timeout=60,
-            limits=httpx.Limits(max_connections=len(job_ids)),
-        ) as worker,
-    ):
+    # A client per job, for its reports (as each job has its own worker) and for its
+    # followers: httpx's pool scans all its connections for every request, so one pool
+    # of a thousand would make this process, not the server, the bottleneck.
+    tls = ssl.create_default_context()  # made once: each client would load the CAs again
+    per_job = -(-args.followers // len(job_ids)) + 2
+    async with contextlib.AsyncExitStack() as stack:
+        readers, workers = {}, {}
+        for job_id in job_ids:
+            readers[job_id] = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=None,
+                    limits=httpx.Limits(max_connections=per_job),
+                    verify=tls,
+                )
+            )
+            workers[job_id] = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=f"{base}/worker",
+                    headers={"Authorization": f"Bearer {worker_key}", "OpenFT-Worker": "bench"},
+                    timeout=60,
+                    verify=tls,
+                )
+            )
         before = rss_kib(pid)
-        latencies: list[float] = []
+        tally = Tally()
         readies = [asyncio.Event() for _ in range(args.followers)]
         tasks = [
             asyncio.create_task(
                 follow(
-                    client,
+                    readers[job_ids[n % len(job_ids)]],
                     f"{base}/fine_tuning/jobs/{job_ids[n % len(job_ids)]}/events?stream=true",
-                    latencies,
+                    tally,
                     readies[n],
                 )
             )
             for n in range(args.followers)
         ]
-        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 120)
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
         await asyncio.sleep(2)
         idle = rss_kib(pid)
         print(
             f"[{args.backend}] server memory per idle follower: "
             f"{(idle - before) / args.followers:.1f} KiB ({args.followers} followers)"
         )
-        sent = await report(worker, job_ids, args.rate, args.seconds)
+        tally.drops = tally.reconnects = 0  # count those of the measured span only
+        started = time.monotonic()
+        sent = await report(workers, args.rate, args.seconds)
+        elapsed = time.monotonic() - started
         await asyncio.sleep(2)  # the last ones arrive
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     expected = sent * args.followers // len(job_ids)
-    achieved = sent / len(job_ids) / args.seconds
+    achieved = sent / len(job_ids) / elapsed
+    delivered = len(tally.latencies) / args.followers / elapsed
+    latencies = tally.latencies or [float("nan")]
     p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
     print(
-        f"[{args.backend}] {args.followers} followers, {achieved:.1f} events/s each (asked"
-        f" {args.rate:g}): {len(latencies):,} deliveries of {expected:,} expected; latency"
-        f" p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        f"[{args.backend}] {args.jobs} jobs, {args.followers} followers: reported"
+        f" {achieved:.1f} events/s a job (asked {args.rate:g}), delivered {delivered:.1f}"
+        f" events/s a follower; {len(tally.latencies):,} deliveries of {expected:,} expected"
+        f" ({tally.lost:,} lost, {tally.repeated:,} repeated); latency p50 {p50:.1f} ms,"
+        f" p99 {p99:.1f} ms; {tally.drops} drops, {tally.reconnects} reconnects"
     )
 
 

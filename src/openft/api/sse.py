@@ -4,13 +4,14 @@ happens; `data: [DONE]` once the job has ended and every event is out."""
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import AsyncIterator
 
 import orjson
 
 from openft.domain.entities import Event
-from openft.services.live import LiveEvents, StreamEnded
+from openft.services.live import Batch, LiveEvents, StreamEnded
 from openft.wire import event_json
 
 MEDIA_TYPE = "text/event-stream"
@@ -25,15 +26,41 @@ def frame(event: Event) -> bytes:
     return b"id: %s\ndata: %s\n\n" % (body["id"].encode(), orjson.dumps(body))
 
 
-async def event_stream(live: LiveEvents, job_id: str, seen: int) -> AsyncIterator[bytes]:
+async def event_stream(
+    live: LiveEvents, job_id: str, seen: int, *, gzip: bool = False
+) -> AsyncIterator[bytes]:
+    """The stream's chunks, gzip-compressed if `gzip`. A batch that the job's feed handed
+    to all its followers is framed (and compressed) once, by the first that sends it."""
+    member = _GzipMember() if gzip else None
+
+    def chunk(body: bytes, shared: dict[str, bytes] | None = None) -> bytes:
+        if member is None:
+            return body
+        deflated = shared.get("deflated") if shared is not None else None
+        if deflated is None:
+            deflated = _deflate(body)
+            if shared is not None:
+                shared["deflated"] = deflated
+        return member.add(body, deflated)
+
     try:
         async for batch in live.follow(job_id, seen):
-            yield b"".join(frame(event) for event in batch) if batch else KEEPALIVE
+            if not batch:
+                yield chunk(KEEPALIVE, _KEEPALIVE_SHARED)
+                continue
+            shared = batch.encoded if isinstance(batch, Batch) else None
+            body = shared.get("frames") if shared is not None else None
+            if body is None:
+                body = b"".join([frame(event) for event in batch])
+                if shared is not None:
+                    shared["frames"] = body
+            yield chunk(body, shared)
     except StreamEnded as ended:
         # Ended without [DONE]: the client reconnects with Last-Event-ID and goes on.
-        yield b": %s Reconnect with Last-Event-ID.\n\n" % str(ended).encode()
+        ending = b": %s Reconnect with Last-Event-ID.\n\n" % str(ended).encode()
+        yield chunk(ending) + (member.end() if member else b"")
         return
-    yield DONE
+    yield chunk(DONE) + (member.end() if member else b"")
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -45,12 +72,37 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-async def gzipped(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The stream gzip-compressed, each chunk flushed as it comes (Z_SYNC_FLUSH): a
-    follower decodes every event as soon as it is sent, and a long replay (a job's whole
-    log, for its curves) travels at a tenth of its size. Level 1: the replay is bound by
-    the server's CPU, and JSON compresses well at any level."""
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    async for chunk in chunks:
-        yield compressor.compress(chunk) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    yield compressor.flush()
+# A gzip stream is a header, deflate data, then the data's CRC-32 and length. Each chunk
+# here is deflated on its own (a fresh compressor, ended by a sync flush on a byte
+# boundary), so its compressed bytes do not depend on what the stream sent before: one
+# job's followers share them, and each stream keeps only its own CRC and length. Level
+# 1: a replay (a job's whole log, for its curves) is bound by the server's CPU, and JSON
+# compresses well at any level; a follower decodes every chunk as soon as it arrives.
+_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no time, any OS
+_FINAL_BLOCK = b"\x03\x00"  # an empty last block: what a compressor's final flush writes
+_KEEPALIVE_SHARED: dict[str, bytes] = {}
+
+
+def _deflate(body: bytes) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+class _GzipMember:
+    """One stream's gzip framing around chunks deflated apart."""
+
+    def __init__(self) -> None:
+        self._crc = 0
+        self._size = 0
+        self._head = _GZIP_HEADER  # sent with the first chunk
+
+    def add(self, body: bytes, deflated: bytes) -> bytes:
+        self._crc = zlib.crc32(body, self._crc)
+        self._size += len(body)
+        head, self._head = self._head, b""
+        return head + deflated
+
+    def end(self) -> bytes:
+        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        head, self._head = self._head, b""
+        return head + _FINAL_BLOCK + trailer

@@ -75,8 +75,20 @@ class _Failed:
     """What a feed that failed unexpectedly hands its followers, so none waits forever."""
 
 
+class Batch(list[Event]):
+    """Events a feed hands to every follower of its job at once. Whatever a follower
+    makes of them to send (their frames, compressed) is kept here by the first that
+    sends them, for the others: a job's hundred followers encode its batch once."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__(events)
+        self.encoded: dict[str, bytes] = {}
+
+
 _END, _TOO_SLOW, _STOPPING, _FAILED = _End(), _TooSlow(), _Stopping(), _Failed()
-Item = list[Event] | _End | _TooSlow | _Stopping | _Failed
+Item = Batch | _End | _TooSlow | _Stopping | _Failed
 
 
 @dataclass
@@ -238,7 +250,9 @@ class LiveEvents:
                     raise ServerStopping("This server is shutting down.")
                 if isinstance(item, _Failed):
                     raise FeedFailed("This server could not follow the job's events.")
-                fresh = [event for event in item if event.seq > seen]
+                # Whole, as a rule (its shared encoding goes with it); cut when the
+                # replay reached into it.
+                fresh = item if item[0].seq > seen else [e for e in item if e.seq > seen]
                 if fresh:
                     seen = fresh[-1].seq
                     yield fresh
@@ -328,7 +342,7 @@ class LiveEvents:
             log, page = found
             if page.items:
                 feed.position = page.items[-1].seq
-                self._hand(feed, page.items)
+                self._hand(feed, Batch(page.items))
             if not page.has_more:
                 return log.status in TERMINAL and feed.position >= log.last_seq
 

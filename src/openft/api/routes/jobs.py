@@ -12,7 +12,7 @@ from openft.api.errors import error_responses
 from openft.api.offload import read
 from openft.api.responses import JSON
 from openft.api.schemas import CreateJobRequest
-from openft.api.sse import MEDIA_TYPE, STREAM_HEADERS, accepts_gzip, event_stream, gzipped
+from openft.api.sse import MEDIA_TYPE, STREAM_HEADERS, accepts_gzip, event_stream
 from openft.domain.entities import MetadataFilter
 from openft.domain.errors import InvalidRequest
 from openft.services.events import DEFAULT_LIMIT, MAX_LIMIT
@@ -214,11 +214,11 @@ async def list_events(
 ) -> Response:
     if stream or MEDIA_TYPE in request.headers.get("accept", ""):
         seen = await services.live.start(principal, fine_tuning_job_id, last_event_id)
-        frames = event_stream(services.live, fine_tuning_job_id, seen)
         headers = {**STREAM_HEADERS, "vary": "accept-encoding"}
-        if accepts_gzip(request.headers.get("accept-encoding", "")):
-            frames = gzipped(frames)
+        gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
+        if gzip:
             headers["content-encoding"] = "gzip"
+        frames = event_stream(services.live, fine_tuning_job_id, seen, gzip=gzip)
         return StreamingResponse(frames, media_type=MEDIA_TYPE, headers=headers)
     page = await services.events.list_async(
         principal,
