@@ -101,5 +101,15 @@ class Settings(BaseSettings):
     nproc_per_node: int = Field(default=1, ge=1)
     distributed: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
 
+    # Python graders (docs/graders.md): each call's wall-clock, memory and disk limits in
+    # its sandbox (OpenAI's: 2 minutes, 2 GB), and how many sandboxes a process runs at
+    # once (default: one per CPU). The graders read these variables themselves (the
+    # trainer grades without this object); they are here so that a bad value stops
+    # `openft serve` at start.
+    grader_python_timeout_seconds: float = Field(default=120.0, gt=0)
+    grader_python_memory_mb: int = Field(default=2048, ge=64)
+    grader_python_disk_mb: int = Field(default=1024, ge=1)
+    grader_concurrency: int | None = Field(default=None, ge=1)
+
     def base_models(self, extra: list[str] | None = None) -> list[BaseModel]:
         return parse_models([self.models, *(extra or [])])

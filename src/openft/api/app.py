@@ -17,6 +17,7 @@ from openft.api.middleware import BodyLimit, RefuseNul, RequestIdMiddleware
 from openft.api.routes import (
     chat,
     files,
+    graders,
     health,
     jobs,
     models,
@@ -103,7 +104,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
     # Around even that: every answer is counted and timed, refusals before a route included.
     install_metrics(app, services)
-    for module in (health, files, jobs, permissions, models, chat, webhooks, worker):
+    for module in (health, files, jobs, permissions, models, chat, webhooks, worker, graders):
         app.include_router(module.router)
     mount_console(app)
     return app

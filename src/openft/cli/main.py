@@ -20,7 +20,14 @@ import typer
 
 from openft import logs
 from openft.cli.user import chat as user_chat
-from openft.cli.user import checkpoints_app, files_app, jobs_app, models_app, webhooks_app
+from openft.cli.user import (
+    checkpoints_app,
+    files_app,
+    graders_app,
+    jobs_app,
+    models_app,
+    webhooks_app,
+)
 from openft.cli.user import events as user_events
 from openft.domain.entities import KeyScope
 from openft.domain.errors import NotFound, SchemaMismatch, Unauthenticated
@@ -46,6 +53,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(models_app, name="models")
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(graders_app, name="graders")
 app.command("events")(user_events)
 app.command("chat")(user_chat)
 

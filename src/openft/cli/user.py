@@ -427,3 +427,70 @@ def _lines(ask: str) -> Iterator[str]:
             return
         if line.strip():
             yield line
+
+
+# -- graders ---------------------------------------------------------------------------
+
+graders_app = typer.Typer(help="Try graders (OpenAI's fine-tuning graders).", no_args_is_help=True)
+
+
+def _json_file(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        err.print(f"openft: {path} is not a {what} in JSON: {exc}", markup=False)
+        raise typer.Exit(code=2) from None
+
+
+@graders_app.command("run")
+def graders_run(
+    grader: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The grader, as JSON.")
+    ],
+    sample: Annotated[str, typer.Option(help="The model sample to grade.")],
+    item: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="The item (a dataset row), as JSON."),
+    ] = None,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Grade one sample on the server: print the reward, each sub-reward of a multi
+    grader, and the error flags raised (with their details)."""
+    body: dict[str, Any] = {"grader": _json_file(grader, "grader"), "model_sample": sample}
+    if item is not None:
+        body["item"] = _json_file(item, "item")
+    with _client(base_url, api_key) as client:
+        result = client.request("POST", "/fine_tuning/alpha/graders/run", json=body)
+    print(f"reward\t{result['reward']}")
+    for name, reward in result.get("sub_rewards", {}).items():
+        print(f"{name}\t{reward}")
+    errors = result["metadata"]["errors"]
+    raised = [flag for flag, value in errors.items() if value is True]
+    if raised:
+        print("errors\t" + ", ".join(raised))
+    for key in (
+        "python_grader_runtime_error_details",
+        "python_grader_server_error_type",
+        "model_grader_server_error_details",
+    ):
+        if errors.get(key):
+            print(f"{key}\t{errors[key]}")
+
+
+@graders_app.command("validate")
+def graders_validate(
+    grader: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The grader, as JSON.")
+    ],
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Check a grader on the server: "valid", or the field at fault and why."""
+    with _client(base_url, api_key) as client:
+        client.request(
+            "POST",
+            "/fine_tuning/alpha/graders/validate",
+            json={"grader": _json_file(grader, "grader")},
+        )
+    print("valid")

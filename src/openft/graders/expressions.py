@@ -34,7 +34,6 @@ _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
     ast.Pow: math.pow,
-    ast.BitXor: math.pow,  # OpenAI writes power as `^`
 }
 _UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {
     ast.USub: lambda a: -a,
@@ -71,7 +70,10 @@ def compile_expression(source: object, names: frozenset[str], param: str) -> Exp
             f"'calculate_output' may be at most {MAX_LENGTH} characters.", param=param
         )
     try:
-        tree = ast.parse(source.strip(), mode="eval").body
+        # OpenAI writes power as `^`: read as `**`, it binds as a power does (tighter than
+        # * and /, from the right), where Python's `^` (xor) would bind looser than +.
+        # A formula holds no strings, so no `^` is anything else.
+        tree = ast.parse(source.strip().replace("^", "**"), mode="eval").body
     except SyntaxError as exc:
         raise InvalidRequest(
             f"'calculate_output' is not a formula: {exc.msg} (column {exc.offset}).",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from openft.domain.errors import OpenFTError
 from openft.services.checkpoints import CheckpointService
 from openft.services.events import EventService
 from openft.services.files import FileService
+from openft.services.graders import GraderService
 from openft.services.inference import InferenceService
 from openft.services.jobs import JobService
 from openft.services.keys import KeyService
@@ -40,6 +42,12 @@ class Services:
     webhooks: WebhookService
     blobs: BlobStore
     metrics: MetricsService
+
+    @cached_property
+    def graders(self) -> GraderService:
+        # Its sandbox reads the OPENFT_GRADER_* variables itself (the trainer's process
+        # grades with the same settings, without a Settings object).
+        return GraderService(self.inference, self.models)
 
     def readiness(self) -> dict[str, str]:
         """Whether this process can serve: "ok", or why not, for the database and the
