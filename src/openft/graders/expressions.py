@@ -79,6 +79,8 @@ def compile_expression(source: object, names: frozenset[str], param: str) -> Exp
             f"'calculate_output' is not a formula: {exc.msg} (column {exc.offset}).",
             param=param,
         ) from None
+    except (RecursionError, MemoryError):
+        raise InvalidRequest("'calculate_output' is nested too deeply.", param=param) from None
     used: set[str] = set()
     try:
         _check(tree, names, used, param)

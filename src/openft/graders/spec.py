@@ -322,7 +322,7 @@ def _check_python(source: Any, param: str) -> None:
         raise InvalidRequest(
             f"'source' is not valid Python: {getattr(exc, 'msg', exc)}{where}.", param=param
         ) from None
-    except RecursionError:
+    except (RecursionError, MemoryError):
         raise InvalidRequest("'source' is nested too deeply to compile.", param=param) from None
     if not any(_binds_grade(node) for node in tree.body):
         raise InvalidRequest(
