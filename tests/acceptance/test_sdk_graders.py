@@ -6,6 +6,7 @@ server's own tiny model, and `validate` refusing bad graders with the field at f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from openft.testing.server import Server, running_server
+from openft.testing.server import Server, openft_command, running_server
 from tests.conftest import _fresh_database
 
 # The loop test waits this long: far below the default (120 s), so that a reply proves
@@ -501,3 +502,21 @@ def test_graders_need_a_project_key(server: Server) -> None:
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "missing_api_key"
+
+
+def test_the_cli_runs_and_validates_graders(server: Server, tmp_path: Path) -> None:
+    env = {"OPENFT_BASE_URL": server.base_url, "OPENFT_API_KEY": server.key}
+    grader = tmp_path / "grader.json"
+    item = tmp_path / "item.json"
+    grader.write_text(json.dumps(GOOD_CHECK | {"reference": "{{item.answer}}"}))
+    item.write_text(json.dumps({"answer": "yes"}))
+    ran = openft_command(
+        "graders", "run", str(grader), "--sample", "yes", "--item", str(item), env=env
+    )
+    assert ran.splitlines() == ["reward\t1.0"]
+    missing = openft_command("graders", "run", str(grader), "--sample", "yes", env=env)
+    assert missing.splitlines() == ["reward\t0.0", "errors\tinvalid_variable_error"]
+    assert openft_command("graders", "validate", str(grader), env=env) == "valid"
+    grader.write_text(json.dumps(GOOD_CHECK | {"operation": "regex"}))
+    with pytest.raises(RuntimeError, match=r"grader\.operation"):
+        openft_command("graders", "validate", str(grader), env=env)
