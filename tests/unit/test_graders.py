@@ -519,3 +519,19 @@ def test_grade_batch_grades_each_sample_against_its_item() -> None:
     assert all(math.isfinite(r.execution_time) for r in results)
     with pytest.raises(ValueError):
         grade_batch(grader, samples, items[:2])
+
+
+def test_a_path_into_a_sample_that_is_not_json_is_a_sample_parse_error() -> None:
+    grader = check(input="{{sample.output_json.answer}}", reference="4")
+    assert asyncio.run(grade(parse(grader), Sample("4", {"answer": "4"}), {})).reward == 1
+    not_json = asyncio.run(grade(parse(grader), Sample("four"), {}))
+    assert [flag for flag, raised in not_json.errors.items() if raised] == ["sample_parse_error"]
+    no_field = asyncio.run(grade(parse(grader), Sample("{}", {}), {}))
+    assert no_field.errors["invalid_variable_error"]
+
+
+def test_grade_batch_works_from_a_thread_running_an_event_loop() -> None:
+    async def inside_a_loop() -> list[GradeResult]:
+        return grade_batch(parse(check()), [Sample("a")], [{"answer": "a"}])
+
+    assert [r.reward for r in asyncio.run(inside_a_loop())] == [1.0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from openft.graders.expressions import ExpressionError
@@ -59,20 +60,22 @@ def grade_batch(
     limits: PythonLimits | None = None,
 ) -> list[GradeResult]:
     """Grade `samples[i]` against `items[i]` for every i, concurrently (at most
-    `limits.concurrency` python sandboxes at once). Blocking: it runs its own event loop,
-    so call it from a thread without one (the trainer's)."""
+    `limits.concurrency` python sandboxes at once). Blocking: it runs its own event loop
+    (in a thread of its own when the calling thread already runs one)."""
     if len(samples) != len(items):
         raise ValueError(f"{len(samples)} samples but {len(items)} items")
     sandbox = Sandbox(limits)
 
     async def all_of_them() -> list[GradeResult]:
-        return list(
-            await asyncio.gather(
-                *(grade(grader, s, i, models, sandbox) for s, i in zip(samples, items, strict=True))
-            )
-        )
+        pairs = zip(samples, items, strict=True)
+        return list(await asyncio.gather(*(grade(grader, s, i, models, sandbox) for s, i in pairs)))
 
-    return asyncio.run(all_of_them())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(all_of_them())
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, all_of_them()).result()
 
 
 async def _grade(
@@ -93,7 +96,7 @@ async def _grade(
         text = grader.input.render(variables)
         reference = grader.reference.render(variables)
     except UnknownVariable as exc:
-        return _unknown(grader, exc)
+        return _unknown(grader, exc, sample)
     if isinstance(grader, StringCheckGrader):
         from openft.graders.string_check import string_check
 
@@ -110,8 +113,11 @@ async def _grade(
     return GradeResult(reward=reward, name=grader.name, type=grader.type)
 
 
-def _unknown(grader: Grader | ModelGrader, exc: UnknownVariable) -> GradeResult:
-    del exc  # OpenAI's errors object has no place for which variable
+def _unknown(grader: Grader | ModelGrader, exc: UnknownVariable, sample: Sample) -> GradeResult:
+    """A variable the item or sample lacks; `sample_parse_error` when it is a path into
+    `sample.output_json` and the sample was not JSON at all."""
+    if exc.reference.startswith("sample.output_json") and sample.output_json is None:
+        return failure(grader.name, grader.type, "sample_parse_error")
     return failure(grader.name, grader.type, "invalid_variable_error")
 
 
@@ -161,7 +167,7 @@ async def _model(
             for m in grader.input
         ]
     except UnknownVariable as exc:
-        return _unknown(grader, exc)
+        return _unknown(grader, exc, sample)
     try:
         reply, usage = await models(
             grader.model, messages, grader.sampling.as_dict(), response_format(grader)
