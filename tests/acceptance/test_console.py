@@ -1,21 +1,28 @@
 """The web console in a real browser (Debian's Chromium driven by Playwright) against a
-real server that really trains: sign-in, a finished job's curves, events and
-checkpoints, a running job followed to its end without a reload, projects kept apart,
-files and the job form."""
+real server that really trains: sign-in, a finished job's curves (their data that of the
+events' metrics, through openft's metrics endpoint), events and checkpoints, a running
+job followed to its end without a reload, a reward chart, projects kept apart, files,
+the job form and the playground."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from openai import OpenAI
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from openft.cli.wiring import build_services
+from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope
+from openft.settings import Settings
 from openft.store.database import sqlite_url
+from openft.testing import queued_job
 from openft.testing.data import toy_chat_file
 from openft.testing.server import Server, running_server, wait_until
 
@@ -50,6 +57,41 @@ def train(client: OpenAI, hyperparameters: Any, validation: bool = False) -> str
         validation_file=valid,
         hyperparameters=hyperparameters,
     ).id
+
+
+CHARTS = {
+    "Training and validation loss": ["train_loss", "valid_loss", "full_valid_loss"],
+    "Token accuracy": [
+        "train_mean_token_accuracy",
+        "valid_mean_token_accuracy",
+        "full_valid_mean_token_accuracy",
+    ],
+    "Reward": ["train_mean_reward", "full_valid_mean_reward"],
+}
+
+
+def events_metrics(client: OpenAI, job_id: str, names: list[str]) -> dict[str, Any]:
+    """Each metric's (step, value) columns, read from the job's events through the SDK:
+    oldest first, each step once."""
+    events = list(reversed(list(client.fine_tuning.jobs.list_events(job_id, limit=100))))
+    columns: dict[str, Any] = {name: {"step": [], "value": []} for name in names}
+    last = 0
+    for event in events:
+        data = event.data if isinstance(event.data, dict) else {}
+        step = data.get("step")
+        if event.type != "metrics" or not isinstance(step, int) or step <= last:
+            continue
+        last = step
+        for name in names:
+            if isinstance(data.get(name), int | float):
+                columns[name]["step"].append(step)
+                columns[name]["value"].append(data[name])
+    return columns
+
+
+def chart_data(page: Page, name: str) -> Any:
+    """What the chart called `name` holds, read back from the page."""
+    return page.get_by_role("img", name=name).evaluate("area => area.stepChart.snapshot()")
 
 
 def finished(client: OpenAI, job_id: str) -> None:
@@ -188,6 +230,9 @@ def test_a_running_job_page_follows_it_to_its_end_without_a_reload(
     # Each event is listed once: those of the first page, then the new ones on top.
     ids = events.locator("li").evaluate_all("items => items.map(item => item.dataset.event)")
     assert len(ids) == len(set(ids))
+    # The curves: what the metrics endpoint had when the page opened, then the stream's.
+    for name in ("Training and validation loss", "Token accuracy"):
+        assert chart_data(page, name) == events_metrics(console.client, job, CHARTS[name])
 
 
 def test_another_projects_key_does_not_see_the_job(page: Page, console: Console) -> None:
@@ -242,3 +287,135 @@ def test_a_job_is_created_from_the_form(page: Page, console: Console) -> None:
         return console.client.fine_tuning.jobs.retrieve(job_id).status == "cancelled"
 
     wait_until(cancelled, 60, 0.5, f"{job_id} to be cancelled")
+
+
+def test_the_charts_data_equals_the_events_metrics(page: Page, console: Console) -> None:
+    sign_in(page, console.url, console.server.key)
+    page.goto(f"{console.url}/#/jobs/{console.finished}")
+    for name in ("Training and validation loss", "Token accuracy"):
+        expect(page.get_by_role("img", name=name).locator("canvas")).to_have_count(1)
+        wanted = events_metrics(console.client, console.finished, CHARTS[name])
+        assert wanted[CHARTS[name][0]]["step"] == list(range(1, 13))
+        assert chart_data(page, name) == wanted
+    assert chart_data(page, "Training and validation loss")["full_valid_loss"]["step"] == [12]
+    # A supervised job without reward metrics has no reward chart.
+    expect(page.get_by_role("img", name="Reward")).to_be_hidden()
+
+
+def test_the_metrics_endpoint_answers_columns_and_refuses_bad_input(console: Console) -> None:
+    url = f"{console.server.base_url}/fine_tuning/jobs/{console.finished}/metrics"
+    auth = {"Authorization": f"Bearer {console.server.key}"}
+    names = CHARTS["Training and validation loss"] + CHARTS["Token accuracy"]
+    answer = httpx.get(url, params={"metrics": ",".join(names)}, headers=auth)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["object"] == "fine_tuning.job.metrics" and body["job_id"] == console.finished
+    assert body["status"] == "succeeded" and body["downsampled"] is False
+    assert body["metrics"] == events_metrics(console.client, console.finished, names)
+    newest = console.client.fine_tuning.jobs.list_events(console.finished, limit=1).data[0]
+    assert body["last_event_id"] == newest.id
+    # Every numeric metric without `metrics`; downsampled with few points.
+    everything = httpx.get(url, params={"max_points": 4}, headers=auth).json()
+    assert {"train_loss", "learning_rate", "total_steps"} <= set(everything["metrics"])
+    assert everything["downsampled"] is True
+    assert len(everything["metrics"]["train_loss"]["step"]) <= 4
+    for params, status, param in (
+        ({"metrics": "train_loss,,valid_loss"}, 400, "metrics"),
+        ({"max_points": 1}, 422, "max_points"),
+        ({"max_points": "many"}, 422, "max_points"),
+    ):
+        refused = httpx.get(url, params=params, headers=auth)
+        assert refused.status_code == status, refused.text
+        assert refused.json()["error"]["param"] == param
+    stranger = {"Authorization": f"Bearer {console.server.new_key('stranger')}"}
+    hidden = httpx.get(url, headers=stranger)
+    assert hidden.status_code == 404
+    assert hidden.json()["error"]["code"] == "fine_tuning_job_not_found"
+
+
+def test_a_reinforcement_jobs_rewards_are_charted(page: Page, console: Console) -> None:
+    # Metrics events in OpenAI's RFT shape, written through the service layer as a
+    # worker's reports would be (the job itself is cancelled: nothing trains).
+    services = build_services(
+        Settings(data_dir=console.server.data_dir, database_url=console.server.database_url),
+        [BaseModel("tiny", "unused")],  # a name the job may name; nothing loads it
+    )
+    try:
+        _key, record = services.keys.create("acme", KeyScope.PROJECT)  # the server key's project
+        job = queued_job(services, record.principal)
+        services.jobs.cancel(record.principal, job)
+        rewards = [
+            EventDraft(
+                f"Step {step}/6, train mean reward={step / 10}",
+                type=EventType.METRICS,
+                data={
+                    "step": step,
+                    "total_steps": 6,
+                    "train_mean_reward": step / 10,
+                    "train_loss": 1 / step,
+                    "scores": {"match": step / 10},
+                    **({"full_valid_mean_reward": step / 8} if step % 3 == 0 else {}),
+                },
+            )
+            for step in range(1, 7)
+        ]
+        services.events.append(job, rewards)
+    finally:
+        services.close()
+    sign_in(page, console.url, console.server.key)
+    page.goto(f"{console.url}/#/jobs/{job}")
+    chart = page.get_by_role("img", name="Reward")
+    expect(chart.locator("canvas")).to_have_count(1)
+    expect(page.locator(".chart").filter(has=chart)).to_contain_text("full validation mean reward")
+    assert chart_data(page, "Reward") == events_metrics(console.client, job, CHARTS["Reward"])
+    assert chart_data(page, "Reward")["full_valid_mean_reward"]["step"] == [3, 6]
+
+
+def test_the_playground_streams_three_models_side_by_side(page: Page, console: Console) -> None:
+    job = console.client.fine_tuning.jobs.retrieve(console.finished)
+    assert job.fine_tuned_model
+    checkpoint = next(
+        c.fine_tuned_model_checkpoint
+        for c in console.client.fine_tuning.jobs.checkpoints.list(console.finished)
+        if c.step_number == 8
+    )
+    sign_in(page, console.url, console.server.key)
+    page.goto(f"{console.url}/#/jobs/{console.finished}")
+    page.get_by_role("link", name="Try in playground").click()
+    expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    # The job's fine-tuned model and its base, preselected.
+    expect(page.get_by_label("Model 1")).to_have_value(job.fine_tuned_model)
+    expect(page.get_by_label("Model 2")).to_have_value("tiny")
+    expect(page.get_by_label("Model 3")).to_have_value("")
+    page.get_by_label("Model 3").select_option(checkpoint)
+    # From here the keyboard alone: to the prompt, and Ctrl+Enter sends it.
+    page.get_by_label("Model 3").focus()
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("System message (optional)")).to_be_focused()
+    page.keyboard.type("Answer briefly.")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Prompt")).to_be_focused()
+    page.keyboard.type("Hello there")
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Prompt").focus()
+    page.keyboard.press("Control+Enter")
+    models = [job.fine_tuned_model, "tiny", checkpoint]
+    for model in models:
+        region = page.get_by_role("region", name=model, exact=True)
+        expect(region).to_have_attribute("aria-busy", "false", timeout=60_000)
+        stats = region.locator(".answer-stats")
+        expect(stats).to_contain_text("time to first token")
+        expect(stats).to_contain_text("finished")
+        assert int(stats.inner_text().split(" tokens")[0].split("· ")[-1]) > 0
+        assert region.locator(".answer-text").inner_text().strip()
+    expect(page.get_by_role("region")).to_have_count(3)
+    # Stop ends every answer, streaming or not.
+    page.get_by_label("Max tokens").fill("400")
+    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Stop").click(force=True)  # (it may all have ended)
+    for model in models:
+        region = page.get_by_role("region", name=model, exact=True)
+        expect(region).to_have_attribute("aria-busy", "false")
+        expect(region.locator(".answer-stats")).to_contain_text(re.compile("stopped|finished"))
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()

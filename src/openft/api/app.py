@@ -25,6 +25,7 @@ from openft.api.routes import (
     webhooks,
     worker,
 )
+from openft.api.routes.series import router as series_router
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -106,5 +107,6 @@ def create_app(
     install_metrics(app, services)
     for module in (health, files, jobs, permissions, models, chat, webhooks, worker, graders):
         app.include_router(module.router)
+    app.include_router(series_router)  # openft's own: a job's metrics as columns
     mount_console(app)
     return app

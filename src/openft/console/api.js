@@ -58,11 +58,12 @@ function frameData(frame) {
 }
 
 // Follow a job's events as server-sent events (the events endpoint with stream=true):
-// every event since the first, oldest first, then each as it is committed, until the job
-// has ended. `onEvents` gets them in batches; a dropped connection is resumed with
-// Last-Event-ID. Resolves at `data: [DONE]`, or when `signal` aborts.
-export async function follow(jobId, onEvents, signal) {
-  let last = null;
+// every event after `from` (an event id; null: since the first), oldest first, then each
+// as it is committed, until the job has ended. `onEvents` gets them in batches; a dropped
+// connection is resumed with Last-Event-ID. Resolves at `data: [DONE]`, or when `signal`
+// aborts.
+export async function follow(jobId, onEvents, signal, from = null) {
+  let last = from;
   for (let attempt = 0; attempt < 20 && !signal.aborted; attempt++) {
     const extra = { Accept: "text/event-stream" };
     if (last) extra["Last-Event-ID"] = last;
@@ -105,5 +106,40 @@ export async function follow(jobId, onEvents, signal) {
       if (signal.aborted) return;
     }
     await new Promise((resolve) => setTimeout(resolve, 1000)); // ended early: resume after `last`
+  }
+}
+
+// Stream a chat completion (POST /v1/chat/completions with stream: true, as the SDKs do):
+// `onChunk` gets each chat.completion.chunk object as it comes. Resolves at
+// `data: [DONE]` (or when the stream ends); an answer that is not 200 is an ApiError, and
+// an error sent inside the stream too.
+export async function streamChat(body, onChunk, signal) {
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+    body: JSON.stringify({ ...body, stream: true }),
+    signal,
+  });
+  if (!response.ok) {
+    const failure = await response.json().catch(() => null);
+    if (response.status === 401) window.dispatchEvent(new CustomEvent("openft:unauthorized"));
+    throw new ApiError(response.status, failure);
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    const frames = buffer.split("\n\n");
+    buffer = frames.pop();
+    for (const frame of frames) {
+      const data = frameData(frame);
+      if (data === null) continue;
+      if (data === "[DONE]") return;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new ApiError(500, chunk);
+      onChunk(chunk);
+    }
   }
 }

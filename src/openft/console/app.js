@@ -7,6 +7,7 @@ import { errorLine, h } from "./dom.js";
 import { renderFiles } from "./files.js";
 import { renderJob } from "./job.js";
 import { renderJobs } from "./jobs.js";
+import { renderPlayground } from "./playground.js";
 
 const signIn = document.getElementById("sign-in");
 const keyInput = document.getElementById("api-key");
@@ -34,11 +35,13 @@ async function route() {
   }
   signIn.hidden = true;
   nav.hidden = false;
-  const [, page, id] = (location.hash || "#/jobs").split("/");
+  const [path, query] = (location.hash || "#/jobs").split("?");
+  const [, page, id] = path.split("/");
   const signal = current.signal;
   try {
     if (page === "jobs" && id) await renderJob(view, decodeURIComponent(id), signal);
     else if (page === "files") await renderFiles(view, signal);
+    else if (page === "playground") await renderPlayground(view, new URLSearchParams(query), signal);
     else if (page === "new") await renderCreate(view, signal);
     else await renderJobs(view, signal);
   } catch (error) {

@@ -1,8 +1,10 @@
-// One job's page: its facts, loss and accuracy curves, checkpoints, results file, events
-// and the actions its status allows, kept current from its event stream without a reload.
+// One job's page: its facts, loss and accuracy (or reward) curves, checkpoints, results
+// file, events and the actions its status allows, kept current from its event stream
+// without a reload.
 
 import { api, download, follow } from "./api.js";
 import { StepChart } from "./chart.js";
+import { playgroundLink } from "./playground.js";
 import { duration, errorLine, fact, h, statusBadge, when } from "./dom.js";
 
 const EVENTS_PAGE = 20;
@@ -13,6 +15,11 @@ const ACTIONS = {
   paused: ["resume", "cancel"],
 };
 const LABELS = { cancel: "Cancel", pause: "Pause", resume: "Resume" };
+const METRIC_KEYS = [
+  "train_loss", "valid_loss", "full_valid_loss",
+  "train_mean_token_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy",
+  "train_mean_reward", "full_valid_mean_reward",
+];
 
 function hyperparameters(job) {
   const method = job.method || {};
@@ -27,19 +34,45 @@ function eventItem(event) {
     h("span", {}, event.message));
 }
 
+// The charts a job's page may show; `expected`: shown for the job's method even before
+// its first metrics, the others only once their metrics come.
+function charts(job) {
+  const reinforcement = job.method && job.method.type === "reinforcement";
+  return [
+    { expected: true, chart: new StepChart("Training and validation loss", [
+      { key: "train_loss", label: "training loss" },
+      { key: "valid_loss", label: "validation loss" },
+      { key: "full_valid_loss", label: "full validation loss", point: true },
+    ]) },
+    { expected: !reinforcement, chart: new StepChart("Token accuracy", [
+      { key: "train_mean_token_accuracy", label: "training accuracy" },
+      { key: "valid_mean_token_accuracy", label: "validation accuracy" },
+      { key: "full_valid_mean_token_accuracy", label: "full validation accuracy", point: true },
+    ]) },
+    { expected: reinforcement, chart: new StepChart("Reward", [
+      { key: "train_mean_reward", label: "training mean reward" },
+      { key: "full_valid_mean_reward", label: "full validation mean reward", point: true },
+    ]) },
+  ];
+}
+
 export async function renderJob(view, jobId, signal) {
-  let job = await api(`/fine_tuning/jobs/${encodeURIComponent(jobId)}`);
-  const loss = new StepChart("Training and validation loss", [
-    { key: "train_loss", label: "training loss" },
-    { key: "valid_loss", label: "validation loss" },
-    { key: "full_valid_loss", label: "full validation loss", point: true },
+  const id = encodeURIComponent(jobId);
+  // The curves come from openft's metrics endpoint, at once however long the job; the
+  // events stream then goes on from the last event they include.
+  const [found, series] = await Promise.all([
+    api(`/fine_tuning/jobs/${id}`),
+    api(`/fine_tuning/jobs/${id}/metrics?metrics=${METRIC_KEYS.join(",")}`),
   ]);
-  const accuracy = new StepChart("Token accuracy", [
-    { key: "train_mean_token_accuracy", label: "training accuracy" },
-    { key: "valid_mean_token_accuracy", label: "validation accuracy" },
-    { key: "full_valid_mean_token_accuracy", label: "full validation accuracy", point: true },
-  ]);
+  let job = found;
+  const shown = charts(job);
+  const showCharts = () => shown.forEach(({ expected, chart }) => {
+    chart.element.hidden = !expected && !chart.hasData();
+  });
+  for (const { chart } of shown) chart.load(series.metrics);
+  showCharts();
   const title = h("h1", { class: "mono" });
+  const playground = h("p");
   const facts = h("dl", { class: "facts card" });
   const actions = h("div", { class: "actions" });
   const actionError = h("div");
@@ -48,8 +81,8 @@ export async function renderJob(view, jobId, signal) {
   const events = h("ol", { class: "events", "aria-label": "Events, newest first" });
   const older = h("button", { type: "button", class: "secondary", hidden: true }, "Load older events");
   view.replaceChildren(
-    title, actions, actionError, facts,
-    h("h2", {}, "Metrics"), h("div", { class: "charts" }, loss.element, accuracy.element),
+    title, actions, actionError, playground, facts,
+    h("h2", {}, "Metrics"), h("div", { class: "charts" }, ...shown.map(({ chart }) => chart.element)),
     h("h2", {}, "Checkpoints"), checkpoints,
     h("h2", {}, "Results"), results,
     h("h2", {}, "Events"), events, h("div", { class: "toolbar" }, older));
@@ -73,6 +106,10 @@ export async function renderJob(view, jobId, signal) {
       fact("Seed", job.seed ?? "—"),
       job.error && job.error.message ? fact("Error", h("span", { class: "error" }, job.error.message)) : null,
     ].filter(Boolean));
+    // A succeeded job's model beside its base, one click away.
+    playground.replaceChildren(...(job.status === "succeeded" && job.fine_tuned_model
+      ? [h("a", { href: playgroundLink([job.fine_tuned_model, job.model]) }, "Try in playground")]
+      : []));
     actions.replaceChildren(...(ACTIONS[job.status] || []).map((action) =>
       h("button", { type: "button", class: action === "cancel" ? "danger" : "secondary",
         onclick: () => act(action) }, LABELS[action])));
@@ -137,10 +174,11 @@ export async function renderJob(view, jobId, signal) {
   showJob();
   showResults();
 
-  // The stream replays the log from the start (the charts' history, fetched once) and
-  // then goes on live. Events after the newest one of the first page are new: they go
-  // on top of the list. It starts at once; what it brings before the first page is in
-  // waits for it.
+  // The stream goes on from the last event the series were read to (their history came
+  // with them). Events after the newest one of the first page are new: they go on top of
+  // the list. The page is read after the series, so its newest event is that last one or
+  // a later one, which the stream brings: until then, what the stream brings is listed.
+  // It starts at once; what it brings before the first page is in waits for it.
   let newest;
   let live = false;
   let early = [];
@@ -154,7 +192,7 @@ export async function renderJob(view, jobId, signal) {
       await showCheckpoints();
     }, 300);
   }
-  const caughtUp = () => { loss.flush(); accuracy.flush(); };
+  const caughtUp = () => shown.forEach(({ chart }) => chart.flush());
   const listNew = (batch) => {
     for (const event of batch) {
       if (live) {
@@ -162,26 +200,28 @@ export async function renderJob(view, jobId, signal) {
         if (event.type === "message") refresh();
       } else if (event.id === newest) {
         live = true;
-        caughtUp();
       }
     }
   };
   const onEvents = (batch) => {
     const metrics = batch.filter((event) => event.type === "metrics");
-    loss.add(metrics);
-    accuracy.add(metrics);
+    if (metrics.length) {
+      for (const { chart } of shown) chart.add(metrics);
+      showCharts();
+    }
     if (newest === undefined) early.push(...batch);
     else listNew(batch);
   };
-  const resize = () => { loss.resize(); accuracy.resize(); };
+  const resize = () => shown.forEach(({ chart }) => chart.resize());
   window.addEventListener("resize", resize);
   signal.addEventListener("abort", () => window.removeEventListener("resize", resize));
-  const following = follow(job.id, onEvents, signal).then(() => {
+  caughtUp();
+  const following = follow(job.id, onEvents, signal, series.last_event_id).then(() => {
     if (!signal.aborted) { caughtUp(); refresh(); }
   }).catch((error) => { if (!signal.aborted) events.before(errorLine(error)); });
   const [first] = await Promise.all([loadEvents(null), showCheckpoints()]);
   newest = first.data.length ? first.data[0].id : null;
-  live = newest === null;
+  live = newest === null || newest === series.last_event_id;
   listNew(early);
   early = null;
   return following;

@@ -254,6 +254,14 @@ class Transaction(ABC):
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
         """The `data` of every metrics event of a job, oldest first."""
 
+    @abstractmethod
+    def metrics_runs(
+        self, job_id: str, *, through_seq: int, run_events: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The `data` of a job's metrics events up to `through_seq`, in runs of
+        `run_events` consecutive events, oldest run first (one read each, lazily: consume
+        it inside the transaction)."""
+
     # -- checkpoints -----------------------------------------------------------------------
 
     @abstractmethod

@@ -1,0 +1,140 @@
+"""Playground benchmark: time to first token of three streamed answers started together
+(what the console's playground sends for three models) against one streamed answer
+alone, on the tiny model.
+
+Starts `openft serve` with its embedded worker on SQLite, trains one short job on the
+tiny model (a fine-tuned model and its checkpoints), loads the three models once, then
+takes ROUNDS rounds, in turn: one streamed answer alone (each of the three models in
+rotation), then the three models' streamed answers at once, as the playground sends them
+(`stream: true`, `stream_options.include_usage`, the same prompt and max tokens). The
+clock of each answer starts when its request is sent; its first token is the first chunk
+with content. Prints the medians and the ratio (target: three together <= 1.5x alone).
+
+Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from openai import AsyncOpenAI, OpenAI
+
+from openft.store.database import sqlite_url
+from openft.testing.data import toy_chat_file
+from openft.testing.server import running_server, wait_until
+from openft.training.tiny import build_tiny_model
+
+MESSAGES: Any = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Tell me about the quick brown fox."},
+]
+
+
+def train(client: OpenAI) -> tuple[str, str]:
+    """The fine-tuned model and a checkpoint of one short job on the tiny model."""
+    upload = client.files.create(file=("t.jsonl", toy_chat_file(16)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=upload.id,
+        hyperparameters={"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10},
+    )
+
+    def done() -> Any:
+        current = client.fine_tuning.jobs.retrieve(job.id)
+        return current if current.status in ("succeeded", "failed", "cancelled") else None
+
+    finished = wait_until(done, 600, 0.5, f"job {job.id}")
+    assert finished.status == "succeeded", finished.error
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    return str(finished.fine_tuned_model), checkpoints[-1].fine_tuned_model_checkpoint
+
+
+async def first_token(client: AsyncOpenAI, model: str, tokens: int) -> tuple[float, int]:
+    """Seconds from sending to the first content, and the tokens the answer had."""
+    started = time.perf_counter()
+    first = 0.0
+    produced = 0
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=MESSAGES,
+        temperature=1,
+        max_tokens=tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content and not first:
+            first = time.perf_counter() - started
+        if chunk.usage:
+            produced = chunk.usage.completion_tokens
+    return first, produced
+
+
+async def measure(
+    base_url: str, key: str, models: list[str], rounds: int, tokens: int
+) -> tuple[list[float], list[float], list[float], int]:
+    """(alone, the slowest of three together, every one of the three) first tokens."""
+    client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0)
+    alone: list[float] = []
+    slowest: list[float] = []
+    together: list[float] = []
+    produced = 0
+    try:
+        for model in models:  # load each once
+            await first_token(client, model, 1)
+        for n in range(rounds):
+            first, count = await first_token(client, models[n % len(models)], tokens)
+            alone.append(first)
+            produced += count
+            three = await asyncio.gather(*(first_token(client, m, tokens) for m in models))
+            firsts = [f for f, _ in three]
+            together += firsts
+            slowest.append(max(firsts))
+            produced += sum(c for _, c in three)
+    finally:
+        await client.close()
+    return alone, slowest, together, produced
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=64)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="openft-playground-bench-"))
+    model_dir = build_tiny_model(root / "tiny", [toy_chat_file().decode()])
+    data = root / "data"
+    with running_server(sqlite_url(data), data, f"tiny={model_dir}", worker=True) as server:
+        client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+        tuned, checkpoint = train(client)
+        models = [tuned, "tiny", checkpoint]
+        print(f"models: {', '.join(models)}")
+        alone, slowest, together, produced = asyncio.run(
+            measure(server.base_url, server.key, models, args.rounds, args.tokens)
+        )
+    ms = 1000
+    one = statistics.median(alone)
+    three = statistics.median(slowest)
+    print(
+        f"first token, one streamed answer alone: median {one * ms:.1f} ms "
+        f"(min {min(alone) * ms:.1f}, max {max(alone) * ms:.1f}) over {args.rounds} rounds"
+    )
+    print(
+        f"first token, three streamed answers together: median of the slowest "
+        f"{three * ms:.1f} ms, median of all {statistics.median(together) * ms:.1f} ms "
+        f"(max {max(together) * ms:.1f})"
+    )
+    print(
+        f"ratio (slowest of three / alone): {three / one:.2f}x (target <= 1.5x); "
+        f"{produced} tokens streamed in all, up to {args.tokens} an answer"
+    )
+
+
+if __name__ == "__main__":
+    main()
