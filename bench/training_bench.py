@@ -218,6 +218,10 @@ def compare_processes(model_dir: Path, data: Path, args: argparse.Namespace) -> 
     """The same job through openft on one process and on two (runs taken in turn)."""
     import torch
 
+    if torch.cuda.device_count() == 1:
+        # Two ranks need a GPU each (NCCL refuses two ranks on one device).
+        print("one job on 2 processes: skipped (this machine has one GPU)")
+        return
     runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     for _ in range(args.repeat):
         for processes in runs:
