@@ -5,7 +5,8 @@ The same grader (OpenAI's guide's fuzzy-match example: rapidfuzz's WRatio) is ru
 - a bare interpreter: `python -I -c pass` as a subprocess, no sandbox (the part of a
   sandboxed call that is only starting Python);
 - sandboxed, one at a time: `Sandbox.run`, a fresh bwrap sandbox per call (and the same
-  for a grader that imports nothing, to tell the sandbox from rapidfuzz's import);
+  for a grader that imports nothing, to tell the sandbox from rapidfuzz's import; and
+  that again with no sandbox started ahead of its call);
 - sandboxed, concurrently: `grade_batch` over the samples, at most `--concurrency`
   sandboxes at once (the trainer's path).
 
@@ -96,6 +97,7 @@ def main() -> None:
             outcome = await sandbox.run(SOURCE, SAMPLE.namespace(), ITEM)
             times.append(time.perf_counter() - started)
             assert outcome.reward == expected, outcome
+        await sandbox.aclose()
         return times
 
     one_by_one = asyncio.run(sequential())
@@ -107,9 +109,22 @@ def main() -> None:
             started = time.perf_counter()
             await sandbox.run(TRIVIAL, SAMPLE.namespace(), ITEM)
             times.append(time.perf_counter() - started)
+        await sandbox.aclose()
         return times
 
     report("sandboxed, a grader importing nothing", asyncio.run(trivial()))
+
+    async def cold() -> list[float]:
+        times = []
+        for _ in range(args.calls):
+            started = time.perf_counter()
+            fresh = Sandbox(limits)  # nothing started ahead: each call starts its own
+            await fresh.run(TRIVIAL, SAMPLE.namespace(), ITEM)
+            times.append(time.perf_counter() - started)
+            await fresh.aclose()
+        return times
+
+    report("  the same, none started ahead", asyncio.run(cold()))
 
     grader = parse({"type": "python", "name": "fuzzy", "source": SOURCE})
     started = time.perf_counter()

@@ -17,12 +17,27 @@ SMALL = PythonLimits(timeout_seconds=2, memory_mb=512, disk_mb=8, concurrency=2)
 
 
 def run(source: str, item: Any = None, limits: PythonLimits = SMALL) -> Outcome:
-    return asyncio.run(Sandbox(limits).run(source, Sample("out").namespace(), item or {}))
+    async def once() -> Outcome:
+        sandbox = Sandbox(limits)
+        try:
+            return await sandbox.run(source, Sample("out").namespace(), item or {})
+        finally:
+            await sandbox.aclose()
+
+    return asyncio.run(once())
 
 
 def graded(source: str, item: Any = None, limits: PythonLimits = SMALL) -> GradeResult:
     grader = parse({"type": "python", "name": "p", "source": source})
-    return asyncio.run(grade(grader, Sample("out"), item or {}, sandbox=Sandbox(limits)))
+
+    async def once() -> GradeResult:
+        sandbox = Sandbox(limits)
+        try:
+            return await grade(grader, Sample("out"), item or {}, sandbox=sandbox)
+        finally:
+            await sandbox.aclose()
+
+    return asyncio.run(once())
 
 
 def test_a_grader_returns_its_score() -> None:
@@ -142,3 +157,26 @@ def test_limits_come_from_the_environment() -> None:
     with pytest.raises(ValueError):
         PythonLimits.from_env({"OPENFT_GRADER_PYTHON_TIMEOUT_SECONDS": "0"})
     assert json.dumps(limits.memory_mb) == "300"
+
+
+def test_sandboxes_started_ahead_are_used_once_and_ended() -> None:
+    # Each call marks its /tmp: no call finds an earlier call's mark.
+    source = (
+        "import os\n"
+        "def grade(sample, item):\n"
+        "    seen = os.path.exists('/tmp/mark')\n"
+        "    open('/tmp/mark', 'w').close()\n"
+        "    return float(seen)\n"
+    )
+
+    async def calls() -> tuple[list[float | None], list[asyncio.subprocess.Process]]:
+        sandbox = Sandbox(SMALL)
+        rewards = [(await sandbox.run(source, {}, {})).reward for _ in range(4)]
+        spares = list(sandbox._spares)
+        await sandbox.aclose()
+        return rewards, spares
+
+    rewards, spares = asyncio.run(calls())
+    assert rewards == [0.0, 0.0, 0.0, 0.0]
+    assert len(spares) == 1  # one started ahead, for the next call
+    assert all(process.returncode is not None for process in spares)  # ended by aclose

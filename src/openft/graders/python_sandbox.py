@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 OUTPUT_LIMIT = 64 * 1024
+# Sandboxes started ahead of the calls that will use them (at most the concurrency).
+SPARES = 4
 MiB = 1024 * 1024
 
 
@@ -154,11 +156,17 @@ def command(limits: PythonLimits) -> list[str]:
 
 
 class Sandbox:
-    """Runs python graders, at most `limits.concurrency` at a time in this event loop."""
+    """Runs python graders, at most `limits.concurrency` at a time in this event loop.
+
+    Each call gets a fresh sandbox, but not a cold one: every call starts the sandbox of
+    a later call (up to `SPARES`), whose interpreter starts while this one runs and then
+    waits for its input; a call takes a waiting one when there is one. `aclose` ends
+    those that were never used."""
 
     def __init__(self, limits: PythonLimits | None = None) -> None:
         self.limits = limits or PythonLimits.from_env()
         self._slots: asyncio.Semaphore | None = None
+        self._spares: list[asyncio.subprocess.Process] = []
 
     def available(self) -> str | None:
         """Why no sandbox can start here, or None."""
@@ -172,19 +180,49 @@ class Sandbox:
         async with self._slots:
             return await self._run(source, sample, item)
 
+    async def aclose(self) -> None:
+        """End the sandboxes started ahead and not used."""
+        spares, self._spares = self._spares, []
+        for process in spares:
+            _kill(process)
+        for process in spares:
+            await process.wait()
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *command(self.limits),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    async def _take(self) -> asyncio.subprocess.Process:
+        """A started sandbox waiting for its input (one started ahead if any is alive), and
+        the next one started (forking returns at once; the interpreter starts meanwhile)."""
+        process = None
+        while self._spares and process is None:
+            spare = self._spares.pop(0)
+            if spare.returncode is None:
+                process = spare
+            else:
+                await spare.wait()
+        if process is None:
+            process = await self._spawn()
+        if len(self._spares) < min(SPARES, self.limits.concurrency):
+            try:
+                self._spares.append(await self._spawn())
+            except OSError:
+                pass  # this call goes on; the next starts its own
+        return process
+
     async def _run(self, source: str, sample: Any, item: Any) -> Outcome:
         why = self.available()
         if why is not None:
             return Outcome(error="server", details=why)
         payload = json.dumps({"source": source, "sample": sample, "item": item}).encode()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *command(self.limits),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
+            process = await self._take()
         except OSError as exc:
             return Outcome(error="server", details=f"the sandbox did not start: {exc}")
         try:
@@ -232,10 +270,14 @@ async def _read(stream: asyncio.StreamReader, keep_tail: bool = False) -> bytes:
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
+    """End the sandbox (bwrap and all inside: its pid namespace dies with its init) and
+    close our end of its input, so that its pipes close with the event loop's help."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if process.stdin is not None and not process.stdin.is_closing():
+        process.stdin.close()
 
 
 def _outcome(returncode: int | None, out: bytes, err: bytes) -> Outcome:

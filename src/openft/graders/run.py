@@ -47,7 +47,13 @@ async def grade(
     """Grade one sample against its item. `sandbox` runs python graders (one is made from
     the OPENFT_GRADER_* variables when none is given)."""
     started = time.perf_counter()
-    result = await _grade(grader, sample, dict(item), models, sandbox or Sandbox())
+    own = sandbox is None
+    sandbox = sandbox or Sandbox()
+    try:
+        result = await _grade(grader, sample, dict(item), models, sandbox)
+    finally:
+        if own:
+            await sandbox.aclose()
     result.execution_time = time.perf_counter() - started
     return result
 
@@ -68,7 +74,12 @@ def grade_batch(
 
     async def all_of_them() -> list[GradeResult]:
         pairs = zip(samples, items, strict=True)
-        return list(await asyncio.gather(*(grade(grader, s, i, models, sandbox) for s, i in pairs)))
+        try:
+            return list(
+                await asyncio.gather(*(grade(grader, s, i, models, sandbox) for s, i in pairs))
+            )
+        finally:
+            await sandbox.aclose()
 
     try:
         asyncio.get_running_loop()
