@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from openft.domain.entities import EventDraft, EventType
 from openft.services.container import Services
+from openft.testing.server import Server
 from tests.acceptance.helpers import queued_job
 
 TOTAL = 2000
@@ -114,3 +116,31 @@ def test_bad_cursors_and_limits(client: OpenAI, big_job: str) -> None:
 async def test_async_auto_pagination(async_client: AsyncOpenAI, big_job: str) -> None:
     ids = [e.id async for e in async_client.fine_tuning.jobs.list_events(big_job, limit=300)]
     assert len(ids) == TOTAL == len(set(ids))
+
+
+def test_the_page_is_the_same_whoever_answers_it(server: Server, big_job: str) -> None:
+    """A key's first page goes through the route (which verifies the key); later ones are
+    answered before routing (api/events_page.py), and what that does not take (here a
+    parameter it does not read) goes through the route again: the same bytes each time,
+    counted under the route's template."""
+    key = server.new_key("acme")  # not yet seen by the server
+    url = f"/fine_tuning/jobs/{big_job}/events"
+    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}) as h:
+        for query in ("limit=7", "", "limit=0", "after={after}&limit=5", "after={after}"):
+            after = h.get(url, params={"limit": 3}).json()["data"][-1]["id"]
+            path = f"{url}?{query.format(after=after)}"
+            answers = [h.get(path), h.get(path), h.get(f"{path}&stream=false")]
+            assert [a.status_code for a in answers] == [200, 200, 200]
+            assert answers[0].content == answers[1].content == answers[2].content
+            assert all(a.headers["content-type"] == "application/json" for a in answers)
+            assert all(a.headers["x-request-id"] for a in answers)
+        # What it leaves to the route is answered as before.
+        assert h.get(f"{url}?after=garbage").json()["error"]["code"] == "invalid_cursor"
+        assert h.get(f"{url}?limit=1001").status_code == 422
+        assert h.get("/fine_tuning/jobs/ftjob-none/events").status_code == 404
+    admin = server.new_key("ops", scope="admin")
+    scraped = httpx.get(f"{server.root_url}/metrics", headers={"Authorization": f"Bearer {admin}"})
+    template = "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"
+    assert f'openft_http_requests_total{{method="GET",route="{template}",status="200"}}' in (
+        scraped.text
+    )

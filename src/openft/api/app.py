@@ -12,6 +12,7 @@ from fastapi import FastAPI
 import openft
 from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
+from openft.api.events_page import EventsPage
 from openft.api.metrics import install_metrics
 from openft.api.middleware import BodyLimit, RefuseNul, RequestIdMiddleware
 from openft.api.routes import (
@@ -100,6 +101,8 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
+    # Innermost: the events page is answered here, past the checks and counts below.
+    app.add_middleware(EventsPage, services=services)
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one

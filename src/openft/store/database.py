@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -23,7 +24,12 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from openft.domain.errors import InvalidRequest, StoreUnavailable
-from openft.store.events import EVENTS_CHANNEL, EventsRead, read_events_async
+from openft.store.events import (
+    EVENTS_CHANNEL,
+    EventsRead,
+    read_events_async,
+    read_events_sqlite,
+)
 from openft.store.interface import Store, Transaction
 from openft.store.transaction import SqlTransaction
 
@@ -123,6 +129,8 @@ class Database(Store):
         # Reentrant: a write scope opened inside another on one thread waits on SQLite
         # itself, as it did before this lock.
         self._write_lock = threading.RLock()
+        self._sqlite_pages = threading.local()  # see `_page_connection`
+        self._sqlite_page_connections: list[sqlite3.Connection] = []
 
     @contextmanager
     def _scope(self, write: bool) -> Iterator[Transaction]:
@@ -168,11 +176,34 @@ class Database(Store):
         self, job_id: str, *, before_seq: int | None, limit: int
     ) -> EventsRead:
         if self.inline_reads:  # SQLite: on the loop, as every read (see above)
+            conn = self._page_connection()
+            if conn is not None:
+                return read_events_sqlite(conn, job_id, before_seq=before_seq, limit=limit)
             with self.read() as tx:
                 return tx.read_events(job_id, before_seq=before_seq, limit=limit)
         return await read_events_async(
             await self._page_pool(), job_id, before_seq=before_seq, limit=limit
         )
+
+    def _page_connection(self) -> sqlite3.Connection | None:
+        """This thread's plain connection to the SQLite file for events pages (None for
+        an in-memory database, which lives in the engine's one connection)."""
+        conn: sqlite3.Connection | None = getattr(self._sqlite_pages, "conn", None)
+        if conn is None:
+            path = self.engine.url.database
+            if path in (None, "", ":memory:"):
+                return None
+            # Autocommit (no BEGIN is ever sent): each page is its own read snapshot.
+            conn = sqlite3.connect(
+                path,
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._sqlite_pages.conn = conn
+            with self._count_lock:
+                self._sqlite_page_connections.append(conn)
+        return conn
 
     def _libpq_url(self) -> str:
         """The database's URL as psycopg itself takes it (for its async connections)."""
@@ -237,4 +268,9 @@ class Database(Store):
         self._listeners.append(listener)
 
     def dispose(self) -> None:
+        with self._count_lock:
+            for conn in self._sqlite_page_connections:
+                conn.close()
+            self._sqlite_page_connections.clear()
+        self._sqlite_pages = threading.local()
         self.engine.dispose()
