@@ -95,7 +95,8 @@ def test_the_host_is_invisible(tmp_path: Path) -> None:
     paths = [str(data_dir), str(data_dir / "openft.db"), "/etc/passwd", "/etc/hostname", "/home"]
     outcome = run(source, {"paths": paths})
     assert outcome.error is None, outcome.details
-    assert outcome.reward is not None and outcome.reward <= 4  # HOME, PATH, LANG (+LC_CTYPE)
+    # HOME, PATH, LANG, three thread counts (and LC_CTYPE, which Python may add).
+    assert outcome.reward is not None and outcome.reward <= 7
 
 
 def test_memory_beyond_the_limit_is_a_runtime_error() -> None:

@@ -132,6 +132,17 @@ def command(limits: PythonLimits) -> list[str]:
         "--setenv",
         "LANG",
         "C.UTF-8",
+        # One thread per numeric library: a grader is one task, and a thread pool per CPU
+        # (OpenBLAS's default) would spend the memory limit on thread stacks.
+        "--setenv",
+        "OMP_NUM_THREADS",
+        "1",
+        "--setenv",
+        "OPENBLAS_NUM_THREADS",
+        "1",
+        "--setenv",
+        "MKL_NUM_THREADS",
+        "1",
         "--hostname",
         "grader",
         *_binds(),

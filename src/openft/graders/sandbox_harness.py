@@ -12,6 +12,8 @@ import resource
 import sys
 import traceback
 
+PROCESSES = 256
+
 
 def main() -> None:
     memory = int(sys.argv[1])
@@ -22,6 +24,9 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Processes: counted in the sandbox's own user namespace. The kernel exempts a server
+    # that runs as root from this limit (docs/graders.md).
+    resource.setrlimit(resource.RLIMIT_NPROC, (PROCESSES, PROCESSES))
     try:
         namespace = {"__name__": "grader"}
         code = compile(payload["source"], "grader.py", "exec")
