@@ -175,6 +175,8 @@ def test_formulas_agree_with_python(x: float, y: float) -> None:
     ("grader", "param"),
     [
         ("not an object", "grader"),
+        ({"name": "typeless"}, "grader.type"),
+        ({"type": None}, "grader.type"),
         (check(name=""), "grader.name"),
         (check(operation="regex"), "grader.operation"),
         ({k: v for k, v in check().items() if k != "reference"}, "grader.reference"),

@@ -23,6 +23,7 @@ from openft.graders.templates import Reference, Template, compile_template
 PYTHON_SOURCE_LIMIT = 256 * 1024
 MAX_SUB_GRADERS = 32
 
+GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "label_model", "multi")
 STRING_OPERATIONS = ("eq", "ne", "like", "ilike")
 SIMILARITY_METRICS = (
     "cosine",
@@ -195,6 +196,11 @@ def _parse(raw: Any, param: str, *, nested: bool) -> Grader:
     if not isinstance(raw, Mapping):
         raise InvalidRequest("A grader must be an object.", param=param)
     kind = raw.get("type")
+    if kind not in GRADER_TYPES:
+        raise InvalidRequest(
+            f"Unknown grader type {kind!r}: expected one of {', '.join(GRADER_TYPES)}.",
+            param=f"{param}.type",
+        )
     name = raw.get("name", kind)
     if not isinstance(name, str) or not name.strip():
         raise InvalidRequest("'name' must be a non-empty string.", param=f"{param}.name")
@@ -273,10 +279,7 @@ def _parse(raw: Any, param: str, *, nested: bool) -> Grader:
         return MultiGrader(
             name, spec, graders=graders, calculate_output=expression, aliases=aliases
         )
-    known = "string_check, text_similarity, python, score_model, label_model, multi"
-    raise InvalidRequest(
-        f"Unknown grader type {kind!r}: expected one of {known}.", param=f"{param}.type"
-    )
+    raise AssertionError(f"grader type {kind} is listed but not parsed")
 
 
 def _template(raw: Mapping[str, Any], key: str, param: str) -> Template:
