@@ -9,15 +9,19 @@ rotation), then the three models' streamed answers at once, as the playground se
 (`stream: true`, `stream_options.include_usage`, the same prompt and max tokens). The
 clock of each answer starts when its request is sent; its first token is the first chunk
 with content. Prints the medians and the ratio (target: three together <= 1.5x alone).
+With --pin, as the other benchmarks measure: the server (every thread) on CPU 0, this
+client on CPU 1.
 
-Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64]
+Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64] [--pin]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -106,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="openft-playground-bench-"))
     model_dir = build_tiny_model(root / "tiny", [toy_chat_file().decode()])
@@ -115,6 +120,11 @@ def main() -> None:
         tuned, checkpoint = train(client)
         models = [tuned, "tiny", checkpoint]
         print(f"models: {', '.join(models)}")
+        if args.pin:
+            pid = str(server.process.pid)
+            subprocess.run(["taskset", "-a", "-p", "-c", "0", pid], check=True, capture_output=True)
+            os.sched_setaffinity(0, {1})
+            print("server pinned to CPU 0, client to CPU 1")
         alone, slowest, together, produced = asyncio.run(
             measure(server.base_url, server.key, models, args.rounds, args.tokens)
         )
