@@ -113,7 +113,7 @@ def test_bad_create_requests_are_refused_and_create_nothing(client: OpenAI) -> N
         )
     with pytest.raises(openai.UnprocessableEntityError):
         client.fine_tuning.jobs.create(model="tiny", training_file=train, suffix="has:colon")
-    with pytest.raises(openai.BadRequestError, match="not supported"):
+    with pytest.raises(openai.BadRequestError, match="needs a grader"):
         client.fine_tuning.jobs.create(
             model="tiny", training_file=train, method={"type": "reinforcement"}
         )

@@ -40,7 +40,8 @@ def test_dpo_method_defaults_beta_to_auto() -> None:
 @pytest.mark.parametrize(
     ("hyper", "method", "param"),
     [
-        (None, {"type": "reinforcement"}, "method.type"),
+        (None, {"type": "distillation"}, "method.type"),
+        (None, {"type": "reinforcement"}, "method.reinforcement.grader"),
         ({"n_epochs": 2}, {"type": "supervised"}, "hyperparameters"),
         (None, {"type": "supervised", "dpo": {}}, "method.dpo"),
     ],

@@ -52,7 +52,6 @@ def test_missing_final_newline_and_blank_lines_are_fine() -> None:
         ),
         ('{"prompt": "x", "completion": "y"}', "line 2: expected a chat example"),
         ('{"messages": []}', "messages must be a non-empty list"),
-        ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
         ('{"messages": [{"role": "wizard", "content": "hi"}]}', "unknown role: 'wizard'"),
         (
             '{"messages": [{"role": "user", "content": "a", "weight": 1},'

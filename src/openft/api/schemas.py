@@ -62,10 +62,14 @@ _BATCH = auto_or(int, "an integer from 1 to 256", ge=1, le=256)
 _RATE = auto_or(float, "a number greater than 0", gt=0)
 _EPOCHS = auto_or(int, "an integer from 1 to 50", ge=1, le=50)
 _BETA = auto_or(float, "a number greater than 0 and at most 2", gt=0, le=2)
+_COMPUTE = auto_or(float, "a number greater than 0 and at most 10", gt=0, le=10)
+_INTERVAL = auto_or(int, "an integer of 1 or more", ge=1)
 BatchSize = Annotated[int | Auto, _BATCH[0], _BATCH[1]]
 LearningRate = Annotated[float | Auto, _RATE[0], _RATE[1]]
 Epochs = Annotated[int | Auto, _EPOCHS[0], _EPOCHS[1]]
 Beta = Annotated[float | Auto, _BETA[0], _BETA[1]]
+ComputeMultiplier = Annotated[float | Auto, _COMPUTE[0], _COMPUTE[1]]
+Interval = Annotated[int | Auto, _INTERVAL[0], _INTERVAL[1]]
 MetadataMap = Annotated[
     dict[
         Annotated[str, StringConstraints(max_length=64)],
@@ -118,6 +122,20 @@ class DpoHyperparameters(SupervisedHyperparameters):
     beta: Beta = "auto"
 
 
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    compute_multiplier: ComputeMultiplier = "auto"
+    eval_interval: Interval = "auto"
+    eval_samples: Interval = "auto"
+
+
+class ReinforcementMethod(Strict):
+    # Checked by openft.graders when the job is created (a 400 naming the field).
+    grader: dict[str, Any]
+    hyperparameters: ReinforcementHyperparameters | None = None
+    response_format: dict[str, Any] | None = None
+
+
 class SupervisedMethod(Strict):
     hyperparameters: SupervisedHyperparameters | None = None
 
@@ -130,7 +148,7 @@ class MethodRequest(Strict):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: ReinforcementMethod | None = None
 
 
 class CreateJobRequest(Strict):

@@ -103,11 +103,24 @@ def jobs_create(
     validation_file: Annotated[
         str | None, typer.Option(help="A file id, or a local JSONL path.")
     ] = None,
-    method: Annotated[str, typer.Option(help="supervised or dpo.")] = "supervised",
+    method: Annotated[str, typer.Option(help="supervised, dpo or reinforcement.")] = "supervised",
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: auto).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: auto).")] = None,
     learning_rate_multiplier: Annotated[
         float | None, typer.Option(help="Learning-rate multiplier (default: auto).")
+    ] = None,
+    grader: Annotated[
+        Path | None,
+        typer.Option(help="reinforcement: a JSON file holding the grader (OpenAI's shape)."),
+    ] = None,
+    compute_multiplier: Annotated[
+        float | None, typer.Option(help="reinforcement: completions per prompt, times 4.")
+    ] = None,
+    eval_interval: Annotated[
+        int | None, typer.Option(help="reinforcement: steps between evaluations.")
+    ] = None,
+    eval_samples: Annotated[
+        int | None, typer.Option(help="reinforcement: completions per validation prompt.")
     ] = None,
     suffix: Annotated[str | None, typer.Option(help="Part of the fine-tuned model's name.")] = None,
     base_url: BaseUrl = None,
@@ -120,9 +133,20 @@ def jobs_create(
             ("n_epochs", n_epochs),
             ("batch_size", batch_size),
             ("learning_rate_multiplier", learning_rate_multiplier),
+            ("compute_multiplier", compute_multiplier),
+            ("eval_interval", eval_interval),
+            ("eval_samples", eval_samples),
         )
         if value is not None
     }
+    section: dict[str, Any] = {"hyperparameters": hyperparameters}
+    if grader is not None:
+        try:
+            section["grader"] = json.loads(grader.read_text())
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {grader}: {exc}", param_hint="--grader"
+            ) from None
     with _client(base_url, api_key) as client:
 
         def file_id(value: str) -> str:
@@ -136,7 +160,7 @@ def jobs_create(
         body: dict[str, Any] = {
             "model": model,
             "training_file": file_id(training_file),
-            "method": {"type": method, method: {"hyperparameters": hyperparameters}},
+            "method": {"type": method, method: section},
         }
         if validation_file is not None:
             body["validation_file"] = file_id(validation_file)

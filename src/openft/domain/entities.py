@@ -59,6 +59,7 @@ class FileFormat(StrEnum):
 class MethodType(StrEnum):
     SUPERVISED = "supervised"
     DPO = "dpo"
+    REINFORCEMENT = "reinforcement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +144,20 @@ class StoredFile:
     examples: int | None = None
 
 
+RFT_HYPERPARAMETERS = ("reasoning_effort", "compute_multiplier", "eval_interval", "eval_samples")
+
+
 @dataclass(frozen=True, slots=True)
 class Hyperparameters:
     n_epochs: int | Auto = "auto"
     batch_size: int | Auto = "auto"
     learning_rate_multiplier: float | Auto = "auto"
     beta: float | Auto | None = None  # DPO only
+    # Reinforcement only (None for the other methods): see domain.hyperparameters.
+    reasoning_effort: str | None = None
+    compute_multiplier: float | Auto | None = None
+    eval_interval: int | Auto | None = None
+    eval_samples: int | Auto | None = None
     # openft's extensions: the LoRA adapter and the longest sequence trained on.
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -162,8 +171,9 @@ class Hyperparameters:
             "learning_rate_multiplier": self.learning_rate_multiplier,
             "n_epochs": self.n_epochs,
         }
-        if self.beta is not None:
-            out["beta"] = self.beta
+        for name in (*RFT_HYPERPARAMETERS, "beta"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         out.update(
             lora_rank=self.lora_rank,
             lora_alpha=self.lora_alpha,
@@ -178,6 +188,10 @@ class Hyperparameters:
 class Method:
     type: MethodType
     hyperparameters: Hyperparameters
+    # Reinforcement only: the grader as the request gave it (checked by openft.graders at
+    # creation), and the JSON schema completions follow (`sample.output_json`).
+    grader: JsonObject | None = None
+    response_format: JsonObject | None = None
 
     @property
     def file_format(self) -> FileFormat:
@@ -185,10 +199,27 @@ class Method:
         return FileFormat.PREFERENCE if self.type is MethodType.DPO else FileFormat.CHAT
 
     def to_dict(self) -> JsonObject:
-        return {
-            "type": self.type.value,
-            self.type.value: {"hyperparameters": self.hyperparameters.to_dict()},
-        }
+        """OpenAI's `method` object: the job echoes it, the store keeps it, the worker
+        reads it (`from_dict`)."""
+        section: JsonObject = {"hyperparameters": self.hyperparameters.to_dict()}
+        if self.type is MethodType.REINFORCEMENT:
+            section["grader"] = self.grader
+            if self.response_format is not None:
+                section["response_format"] = self.response_format
+        return {"type": self.type.value, self.type.value: section}
+
+    @classmethod
+    def from_dict(cls, value: JsonObject) -> Method:
+        """The inverse of `to_dict`. Also reads the form stored before it (`hyperparameters`
+        beside `type`), which older databases hold."""
+        kind = MethodType(value["type"])
+        section = value.get(kind.value) or value
+        return cls(
+            kind,
+            Hyperparameters(**section["hyperparameters"]),
+            grader=section.get("grader"),
+            response_format=section.get("response_format"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

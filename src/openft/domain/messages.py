@@ -85,10 +85,26 @@ def succeeded() -> EventDraft:
 
 
 def step_metrics(data: dict[str, object]) -> EventDraft:
-    """`Step 12/300: training loss=0.98` (`, validation loss=1.05` with validation data)."""
+    """`Step 12/300: training loss=0.98` (`, validation loss=1.05` with validation data);
+    a reinforcement job's steps read as `reward_metrics` says."""
+    if "train_mean_reward" in data or "full_valid_mean_reward" in data:
+        return reward_metrics(data)
     text = (
         f"Step {data['step']}/{data['total_steps']}: training loss={float(data['train_loss']):.2f}"  # type: ignore[arg-type]
     )
     if data.get("valid_loss") is not None:
         text += f", validation loss={float(data['valid_loss']):.2f}"  # type: ignore[arg-type]
+    return EventDraft(text, type=EventType.METRICS, data=dict(data))
+
+
+def reward_metrics(data: dict[str, object]) -> EventDraft:
+    """`Step 12/300, train mean reward=0.41, full validation mean reward=0.39` (the last
+    part at evaluation steps only), as OpenAI words a reinforcement job's steps."""
+    text = f"Step {data['step']}/{data['total_steps']}"
+    for key, label in (
+        ("train_mean_reward", "train mean reward"),
+        ("full_valid_mean_reward", "full validation mean reward"),
+    ):
+        if data.get(key) is not None:
+            text += f", {label}={float(data[key]):.2f}"  # type: ignore[arg-type]
     return EventDraft(text, type=EventType.METRICS, data=dict(data))

@@ -1,21 +1,29 @@
 """Validation of fine-tuning JSONL files, one line at a time so a file is never held whole.
 
 Two formats are accepted (OpenAI's):
-- chat: ``{"messages": [...]}`` with system/developer/user/assistant/tool roles, at least
-  one assistant message, and an optional ``weight`` of 0 or 1 on assistant messages;
+- chat: ``{"messages": [...]}`` with system/developer/user/assistant/tool roles, and an
+  optional ``weight`` of 0 or 1 on assistant messages; other keys are kept (a
+  reinforcement job's grader reads them as ``item``);
 - preference (DPO): ``{"input": {"messages": [...]}, "preferred_output": [...],
   "non_preferred_output": [...]}`` whose outputs are assistant messages.
 
 Every line of a file must be in the same format. Blank lines are skipped.
+
+Which method a chat file serves is only known when a job uses it, so an upload checks the
+format alone, and a job's validation adds its method's rules (`MethodRules`): supervised
+needs an assistant message to learn from; reinforcement needs a prompt (the last message
+a user's) and every ``item.…`` field its grader reads.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openft.domain.entities import FileFormat
+from openft.domain.entities import FileFormat, MethodType
 from openft.domain.errors import InvalidFile
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -71,12 +79,50 @@ def _check_messages(messages: Any, where: str, *, assistant_only: bool = False) 
     return assistants
 
 
-def _check_chat(example: dict[str, Any]) -> None:
-    if _check_messages(example["messages"], "messages") == 0:
+@dataclass(frozen=True, slots=True)
+class MethodRules:
+    """What a job's method asks of each example beyond its format."""
+
+    method: MethodType
+    # Paths a reinforcement grader reads, as `openft.graders.item_references` names them
+    # (`item.answer`, `item.meta.tags[0]`).
+    item_references: Sequence[str] = ()
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _lookup(value: Any, path: str) -> bool:
+    """Whether `path` (`a.b[0]`, relative to the example) leads to a value."""
+    for name, index in _PATH_PART.findall(path):
+        if name and isinstance(value, dict) and name in value:
+            value = value[name]
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return False
+    return True
+
+
+def _check_rules(example: dict[str, Any], assistants: int, rules: MethodRules) -> None:
+    if rules.method is MethodType.SUPERVISED and assistants == 0:
         raise LineError("messages has no assistant message to learn from")
+    if rules.method is MethodType.REINFORCEMENT:
+        if example["messages"][-1].get("role") != "user":
+            raise LineError("the last message must be a user message: the prompt the model answers")
+        for reference in rules.item_references:
+            path = reference.removeprefix("item.")
+            if path.split(".")[0].split("[")[0] == "messages" or not _lookup(example, path):
+                raise LineError(f"the grader reads {{{{{reference}}}}} but the row has no {path!r}")
 
 
-def _check_preference(example: dict[str, Any]) -> None:
+def _check_chat(example: dict[str, Any], rules: MethodRules | None) -> None:
+    assistants = _check_messages(example["messages"], "messages")
+    if rules is not None:
+        _check_rules(example, assistants, rules)
+
+
+def _check_preference(example: dict[str, Any], rules: MethodRules | None) -> None:
     for key in ("input", "preferred_output", "non_preferred_output"):
         if key not in example:
             raise LineError(f"missing required key {key!r}")
@@ -105,12 +151,19 @@ _CHECKS = {FileFormat.CHAT: _check_chat, FileFormat.PREFERENCE: _check_preferenc
 class FileValidator:
     """Feed a file line by line; `finish()` reports its format and size or raises.
 
-    Raises `InvalidFile` whose message names the file, the line and what is wrong.
+    Raises `InvalidFile` whose message names the file, the line and what is wrong. With
+    `rules`, each example is checked for the job's method as well.
     """
 
-    def __init__(self, file_label: str, expected: FileFormat | None = None) -> None:
+    def __init__(
+        self,
+        file_label: str,
+        expected: FileFormat | None = None,
+        rules: MethodRules | None = None,
+    ) -> None:
         self._label = file_label
         self._format = expected
+        self._rules = rules
         self._line = 0
         self._examples = 0
         self._partial = b""
@@ -149,7 +202,7 @@ class FileValidator:
                 raise LineError(
                     f"expected the {self._format.value} format but found a {found.value} example"
                 )
-            _CHECKS[found](example)
+            _CHECKS[found](example, self._rules)
         except LineError as exc:
             raise self._fail(str(exc), self._line) from None
         self._examples += 1

@@ -21,6 +21,8 @@ from openft.domain.entities import (
     JobError,
     JobStatus,
     MetadataFilter,
+    Method,
+    MethodType,
     Page,
     Principal,
 )
@@ -28,7 +30,7 @@ from openft.domain.errors import BlobMissing, InvalidCursor, InvalidFile, Invali
 from openft.domain.ids import new_event_key, new_job_id
 from openft.domain.methods import resolve_method
 from openft.domain.status import TERMINAL, changed_meanwhile, ensure_move, refusal
-from openft.domain.validation import FileValidator
+from openft.domain.validation import FileValidator, MethodRules
 from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FINE_TUNE, FileService
@@ -38,6 +40,57 @@ from openft.store.interface import Store, Transaction
 
 S = JobStatus
 MAX_SEED = 2_147_483_647
+GRADER_PARAM = "method.reinforcement.grader"
+# Graders that call a model: a trainer has no way to openft's chat completions yet.
+MODEL_GRADERS = frozenset({"score_model", "label_model"})
+
+
+def _model_grader(raw: Any, param: str) -> str | None:
+    """The param of the first model grader in `raw` (inside a multi grader too), if any."""
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("type") in MODEL_GRADERS:
+        return param
+    graders = raw.get("graders") if raw.get("type") == "multi" else None
+    named = graders.items() if isinstance(graders, dict) else enumerate(graders or [])
+    for key, inner in named:
+        found = _model_grader(inner, f"{param}.graders.{key}")
+        if found:
+            return found
+    return None
+
+
+def check_grader(method: Method) -> None:
+    """A reinforcement method's grader, checked as `openft.graders` reads it (a 400 naming
+    the field), and refused if training cannot call it."""
+    if method.type is not MethodType.REINFORCEMENT:
+        return
+    # Imported here: the graders' libraries (nltk, rouge-score, …) load only for RFT jobs.
+    from openft.graders import parse as parse_grader
+
+    assert method.grader is not None, "resolve_method requires a reinforcement grader"
+    parse_grader(method.grader, param=GRADER_PARAM)
+    model = _model_grader(method.grader, GRADER_PARAM)
+    if model is not None:
+        raise InvalidRequest(
+            "Model graders (score_model, label_model) are not supported in reinforcement "
+            "fine-tuning on this server yet: the trainer cannot call a model while it trains. "
+            "Use string_check, text_similarity, python or multi.",
+            param=model,
+            code="unsupported_grader",
+        )
+
+
+def method_rules(method: Method) -> MethodRules | None:
+    """What a job's method asks of each row of its files (None: the format alone)."""
+    if method.type is MethodType.DPO:
+        return None
+    references: list[str] = []
+    if method.type is MethodType.REINFORCEMENT and method.grader is not None:
+        from openft.graders import item_references, parse
+
+        references = item_references(parse(method.grader, param=GRADER_PARAM))
+    return MethodRules(method.type, references)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +185,7 @@ class JobService:
         """Record a job in `validating_files`; `validate` later moves it on."""
         self._models.base_model(request.model)
         method = resolve_method(request.hyperparameters, request.method)
+        check_grader(method)
         if request.integrations:
             raise InvalidRequest(
                 "Integrations are not supported by this server.", param="integrations"
@@ -167,10 +221,15 @@ class JobService:
         return job
 
     def _check_file(
-        self, file_id: str, expected: FileFormat, min_examples: int, param: str
+        self,
+        file_id: str,
+        expected: FileFormat,
+        min_examples: int,
+        param: str,
+        rules: MethodRules | None = None,
     ) -> JobError | None:
         kind = param.removesuffix("_file")
-        validator = FileValidator(file_id, expected)
+        validator = FileValidator(file_id, expected, rules)
         try:
             for block in self._files.blob(file_id).chunks:
                 validator.feed(block)
@@ -196,10 +255,12 @@ class JobService:
             job = tx.get_job(job_id)
         if job is None or job.status is not S.VALIDATING_FILES:
             return None
-        expected = job.method.file_format
-        error = self._check_file(job.training_file, expected, self._min_examples, "training_file")
+        expected, rules = job.method.file_format, method_rules(job.method)
+        error = self._check_file(
+            job.training_file, expected, self._min_examples, "training_file", rules
+        )
         if error is None and job.validation_file is not None:
-            error = self._check_file(job.validation_file, expected, 1, "validation_file")
+            error = self._check_file(job.validation_file, expected, 1, "validation_file", rules)
         now = self._clock()
         to, draft = (
             (S.QUEUED, messages.validated())

@@ -31,7 +31,7 @@ from openft.domain.entities import (
     JobError,
     JobStatus,
     Lease,
-    Method,
+    MethodType,
     Outcome,
     holder_name,
 )
@@ -55,6 +55,15 @@ METRICS_COLUMNS = (
     "train_accuracy",
     "valid_loss",
     "valid_mean_token_accuracy",
+)
+
+# A reinforcement job's: its rewards instead of losses (scores and errors stay in events).
+REWARD_COLUMNS = (
+    "step",
+    "train_mean_reward",
+    "full_valid_mean_reward",
+    "completion_tokens_mean",
+    "train_loss",
 )
 
 
@@ -199,8 +208,9 @@ class WorkerService:
             assert job.lease is not None
             training = tx.get_file(job.project_id, job.training_file)
             examples = training.examples if training and training.examples else 1
-            resolved = Method(
-                job.method.type, resolve(job.method.hyperparameters, job.method.type, examples)
+            resolved = replace(
+                job.method,
+                hyperparameters=resolve(job.method.hyperparameters, job.method.type, examples),
             )
             tx.set_method(job.id, now, resolved)
             latest = tx.latest_checkpoint(job.id)
@@ -301,7 +311,13 @@ class WorkerService:
                 tx.append_events(
                     job_id, [messages.checkpoint_created(step, name)], checkpoint.created_at
                 )
-                dropped = tx.prune_checkpoints(job_id, self._keep_checkpoints)
+                # A reinforcement job keeps its best by validation reward (and the newest).
+                best_by = (
+                    "full_valid_mean_reward"
+                    if job.method.type is MethodType.REINFORCEMENT
+                    else None
+                )
+                dropped = tx.prune_checkpoints(job_id, self._keep_checkpoints, best_by)
         except BaseException:
             self.artifacts.delete_checkpoint(job_id, checkpoint.id)
             raise
@@ -451,12 +467,15 @@ class WorkerService:
 
 
 def step_metrics_csv(rows: Iterable[dict[str, object]]) -> bytes:
-    """OpenAI's results file: one row per step, from the metrics events' data."""
+    """OpenAI's results file: one row per step, from the metrics events' data (a
+    reinforcement job's has the reward columns)."""
+    rows = list(rows)
+    columns = (
+        REWARD_COLUMNS if any("train_mean_reward" in data for data in rows) else METRICS_COLUMNS
+    )
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(METRICS_COLUMNS)
+    writer.writerow(columns)
     for data in rows:
-        writer.writerow(
-            [data.get(_CSV_SOURCE.get(column, column), "") for column in METRICS_COLUMNS]
-        )
+        writer.writerow([data.get(_CSV_SOURCE.get(column, column), "") for column in columns])
     return out.getvalue().encode()

@@ -69,15 +69,23 @@ class CheckpointQueries:
         page = self.list_checkpoints(job_id, after=None, limit=1)
         return page.items[0] if page.items else None
 
-    def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
-        older = list(
-            self._conn.execute(
-                select(job_checkpoints.c.id)
-                .where(job_checkpoints.c.job_pk == job_pk(job_id))
-                .order_by(job_checkpoints.c.step_number.desc())
-                .offset(keep)
-            ).scalars()
-        )
+    def prune_checkpoints(self, job_id: str, keep: int, best_by: str | None = None) -> list[str]:
+        newest_first = self._conn.execute(
+            select(job_checkpoints.c.id, job_checkpoints.c.metrics)
+            .where(job_checkpoints.c.job_pk == job_pk(job_id))
+            .order_by(job_checkpoints.c.step_number.desc())
+        ).all()
+        if best_by is None:
+            kept = {row.id for row in newest_first[:keep]}
+        else:
+            # A job has a handful of checkpoints: ranked here, the same on every database.
+            def rank(row: Any) -> tuple[bool, float]:
+                value = row.metrics.get(best_by)
+                return value is None, -float(value or 0.0)
+
+            best = sorted(newest_first, key=rank)[:keep]  # stable: newest first among equals
+            kept = {row.id for row in best} | {row.id for row in newest_first[:1]}
+        older = [row.id for row in newest_first if row.id not in kept]
         if older:
             self._conn.execute(delete(job_checkpoints).where(job_checkpoints.c.id.in_(older)))
         return older

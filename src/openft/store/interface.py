@@ -277,8 +277,11 @@ class Transaction(ABC):
     def latest_checkpoint(self, job_id: str) -> Checkpoint | None: ...
 
     @abstractmethod
-    def prune_checkpoints(self, job_id: str, keep: int) -> list[str]:
-        """Delete all but the job's `keep` newest checkpoints; the ids of those deleted."""
+    def prune_checkpoints(self, job_id: str, keep: int, best_by: str | None = None) -> list[str]:
+        """Delete all but the job's `keep` newest checkpoints; the ids of those deleted.
+
+        With `best_by` (a metric's name), keep the `keep` best by that metric (the highest;
+        those without it rank last, newest first) and the newest, which a resume needs."""
 
     # -- webhooks --------------------------------------------------------------------------
 

@@ -9,14 +9,12 @@ from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, insert, se
 
 from openft.domain.entities import (
     Control,
-    Hyperparameters,
     Job,
     JobError,
     JobStatus,
     Lease,
     MetadataFilter,
     Method,
-    MethodType,
     Outcome,
     Page,
 )
@@ -34,11 +32,11 @@ _CLAIMED_FROM = lawful({S.QUEUED}, S.RUNNING)
 
 
 def _method_to_json(method: Method) -> dict[str, Any]:
-    return {"type": method.type.value, "hyperparameters": asdict(method.hyperparameters)}
+    return method.to_dict()  # the domain's one shape of a method
 
 
 def _method_from_json(value: dict[str, Any]) -> Method:
-    return Method(MethodType(value["type"]), Hyperparameters(**value["hyperparameters"]))
+    return Method.from_dict(value)
 
 
 def to_job(row: Any) -> Job:
