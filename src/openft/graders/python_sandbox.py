@@ -194,10 +194,7 @@ class Sandbox:
     async def aclose(self) -> None:
         """End the sandboxes started ahead and not used."""
         spares, self._spares = self._spares, []
-        for process in spares:
-            _kill(process)
-        for process in spares:
-            await process.wait()
+        await asyncio.gather(*(_end(process) for process in spares))
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -217,7 +214,7 @@ class Sandbox:
             if spare.returncode is None:
                 process = spare
             else:
-                await spare.wait()
+                await _end(spare)
         if process is None:
             process = await self._spawn()
         if len(self._spares) < min(SPARES, self.limits.concurrency):
@@ -241,8 +238,7 @@ class Sandbox:
                 _exchange(process, payload), timeout=self.limits.timeout_seconds
             )
         except TimeoutError:
-            _kill(process)
-            await process.wait()
+            await _end(process)
             return Outcome(
                 error="timeout",
                 details=f"grade() ran past the {self.limits.timeout_seconds:g} s limit",
@@ -278,6 +274,15 @@ async def _read(stream: asyncio.StreamReader, keep_tail: bool = False) -> bytes:
     while chunk := await stream.read(65536):
         kept = (kept + chunk)[-OUTPUT_LIMIT:] if keep_tail else (kept + chunk)[:OUTPUT_LIMIT]
     return kept
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """Kill the sandbox and wait until it and its pipes are closed (so that none is left
+    for the event loop to find open when it closes)."""
+    _kill(process)
+    streams = [s for s in (process.stdout, process.stderr) if s is not None]
+    await asyncio.gather(*(_read(stream) for stream in streams))
+    await process.wait()
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
