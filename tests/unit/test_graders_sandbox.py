@@ -181,3 +181,17 @@ def test_sandboxes_started_ahead_are_used_once_and_ended() -> None:
     assert rewards == [0.0, 0.0, 0.0, 0.0]
     assert len(spares) == 1  # one started ahead, for the next call
     assert all(process.returncode is not None for process in spares)  # ended by aclose
+
+
+def test_writing_past_the_disk_limit_is_a_runtime_error() -> None:
+    source = (
+        "def grade(sample, item):\n"
+        "    with open('/tmp/big', 'wb') as f:\n"
+        "        for _ in range(64):\n"
+        "            f.write(b'x' * 1024 * 1024)\n"
+        "    return 1\n"
+    )
+    result = graded(source)  # SMALL allows 8 MB
+    assert result.reward == 0 and result.errors["python_grader_runtime_error"]
+    details = str(result.details["python_grader_runtime_error_details"])
+    assert "SIGXFSZ" in details or "No space left" in details or "File too large" in details
