@@ -81,16 +81,14 @@ class SeriesBuilder:
         self._last_step = -math.inf
 
     def add(self, run: list[dict[str, Any]]) -> None:
-        rows = self._fresh_steps(run)
+        rows, steps = self._fresh_steps(run)
         if not rows:
             return
-        steps = [row["step"] for row in rows]
         present = set().union(*rows)
         present.discard("step")
         for name in present if self._names is None else present & self._names:
             values: list[Any] = [row.get(name) for row in rows]
-            kinds = set(map(type, values))
-            if kinds <= _NUMBERS:  # in every row (the usual case: no per-row check)
+            if set(map(type, values)) <= _NUMBERS:  # in every row: no per-row check
                 kept_steps, kept = steps, values
             else:
                 at = [i for i, value in enumerate(values) if type(value) in _NUMBERS]
@@ -106,24 +104,26 @@ class SeriesBuilder:
             series.steps += kept_steps
             series.values += kept
 
-    def _fresh_steps(self, run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _fresh_steps(self, run: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
         """The run's rows with an integer step past every step seen, each step once, in
-        step order (the first of a step kept)."""
-        rows = [row for row in run if type(row.get("step")) is int]
-        steps = [row["step"] for row in rows]
-        if not steps:
-            return rows
-        # The usual case, checked at C speed: already in order, all new.
-        if steps[0] > self._last_step and all(map(lt, steps, islice(steps, 1, None))):
+        step order (the first of a step kept), and their steps."""
+        steps: list[Any] = [row.get("step") for row in run]
+        # The usual case, checked at C speed: integer steps, in order, all new.
+        if (
+            steps
+            and set(map(type, steps)) == {int}
+            and steps[0] > self._last_step
+            and all(map(lt, steps, islice(steps, 1, None)))
+        ):
             self._last_step = steps[-1]
-            return rows
-        rows.sort(key=_STEP)
+            return run, steps
+        rows = sorted((row for row in run if type(row.get("step")) is int), key=_STEP)
         fresh = []
         for row in rows:
             if row["step"] > self._last_step:
                 fresh.append(row)
                 self._last_step = row["step"]
-        return fresh
+        return fresh, [row["step"] for row in fresh]
 
 
 def metric_series(
