@@ -60,6 +60,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -110,9 +116,12 @@ async def follow(client: httpx.AsyncClient, url: str, tally: Tally, ready: async
         await asyncio.sleep(0.05)
 
 
-async def report(workers: dict[str, httpx.AsyncClient], rate: float, seconds: float) -> int:
+async def report(
+    workers: dict[str, httpx.AsyncClient], rate: float, seconds: float
+) -> tuple[int, int]:
     """Each job gets `rate` events/s, reported as openft's own worker reports them: a
-    batch every FLUSH_SECONDS, the jobs' reports sent concurrently; returns the events."""
+    batch every FLUSH_SECONDS, the jobs' reports sent concurrently; returns the events
+    and the reports sent."""
     job_ids = list(workers)
     per_batch = max(1, round(rate * FLUSH_SECONDS))
     batches = dict.fromkeys(job_ids, 0)
@@ -136,13 +145,14 @@ async def report(workers: dict[str, httpx.AsyncClient], rate: float, seconds: fl
                     raise
                 await asyncio.sleep(0.1)
 
-    sent, deadline = 0, time.monotonic() + seconds
+    sent, reports, deadline = 0, 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
         tick = time.monotonic()
         await asyncio.gather(*(send(job_id) for job_id in job_ids))
         sent += len(job_ids) * per_batch
+        reports += len(job_ids)
         await asyncio.sleep(max(0.0, FLUSH_SECONDS - (time.monotonic() - tick)))
-    return sent
+    return sent, reports
 
 
 async def run_followers(
@@ -194,9 +204,10 @@ async def run_followers(
             f"{(idle - before) / args.followers:.1f} KiB ({args.followers} followers)"
         )
         tally.drops = tally.reconnects = 0  # count those of the measured span only
-        started = time.monotonic()
-        sent = await report(workers, args.rate, args.seconds)
+        started, cpu = time.monotonic(), cpu_seconds(pid)
+        sent, reports = await report(workers, args.rate, args.seconds)
         elapsed = time.monotonic() - started
+        busy = cpu_seconds(pid) - cpu
         await asyncio.sleep(2)  # the last ones arrive
         for task in tasks:
             task.cancel()
@@ -212,6 +223,11 @@ async def run_followers(
         f" events/s a follower; {len(tally.latencies):,} deliveries of {expected:,} expected"
         f" ({tally.lost:,} lost, {tally.repeated:,} repeated); latency p50 {p50:.1f} ms,"
         f" p99 {p99:.1f} ms; {tally.drops} drops, {tally.reconnects} reconnects"
+    )
+    print(
+        f"[{args.backend}] server CPU while reporting: {busy / elapsed:.0%} of its core,"
+        f" {busy / reports * 1000:.2f} ms a report (with its fan-out to"
+        f" {args.followers // len(job_ids)} followers)"
     )
 
 

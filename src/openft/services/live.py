@@ -161,12 +161,9 @@ class LiveEvents:
     # -- reading -----------------------------------------------------------------------
 
     async def _read(self, job_id: str, after_seq: int, limit: int = BATCH) -> Read:
-        def read() -> Read:
-            with self._db.read() as tx:
-                return tx.read_events_since(job_id, after_seq=after_seq, limit=limit)
-
-        # SQLite answers faster than a thread hop costs; a network database waits.
-        found = read() if self._db.inline_reads else await asyncio.to_thread(read)
+        # SQLite answers on the loop, faster than a thread hop costs; PostgreSQL on its
+        # async pool, without a thread either.
+        found = await self._db.read_events_since_async(job_id, after_seq=after_seq, limit=limit)
         self._recovered()
         return found
 

@@ -44,6 +44,7 @@ from openft.services.clock import Clock, system_clock
 from openft.services.events import job_not_found
 from openft.services.files import FileService
 from openft.services.models import ModelService
+from openft.services.reports import ReportWriter
 from openft.services.webhooks import queue_terminal
 from openft.store.interface import Store, Transaction
 
@@ -120,6 +121,7 @@ class WorkerService:
         self.max_attempts = max_attempts
         self._keep_checkpoints = keep_checkpoints
         self._clock = clock
+        self._reports: ReportWriter | None = None  # made at the first report over HTTP
 
     # -- leases -----------------------------------------------------------------------
 
@@ -258,28 +260,49 @@ class WorkerService:
 
         Metrics of steps already reported (an attempt resumed from a checkpoint re-runs
         the steps after it) are dropped, so each step has one metrics event."""
-        now = self._clock()
         with self._db.write() as tx:
-            lease = self._held(tx, job_id, worker_id).lease
-            assert lease is not None
-            if batch <= lease.worker_batch:
-                return False
-            reported = lease.reported_step
-            fresh = []
-            for draft in drafts:
-                step = draft.data.get("step") if draft.type is EventType.METRICS else None
-                if isinstance(step, int):
-                    if step <= reported:
-                        continue
-                    reported = step
-                fresh.append(draft)
-            applied = tx.record_event_batch(
-                job_id, worker_id, now, batch=batch, reported_step=reported, drafts=fresh
-            )
-            if applied is None:  # lost: the hold went meanwhile (raises), or a retry raced
-                self._held(tx, job_id, worker_id)
-                return False
-            return True
+            return self.apply_report(tx, job_id, worker_id, batch, drafts)
+
+    async def report_async(
+        self, job_id: str, worker_id: str, batch: int, drafts: Sequence[EventDraft]
+    ) -> bool:
+        """`report` for the API's event loop: written with the other reports waiting, many
+        to a transaction, by one thread (services/reports.py)."""
+        if self._reports is None:
+            self._reports = ReportWriter(self._db, self.apply_report)
+        return await self._reports.write(job_id, worker_id, batch, drafts)
+
+    def apply_report(
+        self,
+        tx: Transaction,
+        job_id: str,
+        worker_id: str,
+        batch: int,
+        drafts: Sequence[EventDraft],
+    ) -> bool:
+        """`report` in the transaction `tx`. A refusal (`LeaseLost`, `NotFound`) is raised
+        before anything is written."""
+        now = self._clock()
+        lease = self._held(tx, job_id, worker_id).lease
+        assert lease is not None
+        if batch <= lease.worker_batch:
+            return False
+        reported = lease.reported_step
+        fresh = []
+        for draft in drafts:
+            step = draft.data.get("step") if draft.type is EventType.METRICS else None
+            if isinstance(step, int):
+                if step <= reported:
+                    continue
+                reported = step
+            fresh.append(draft)
+        applied = tx.record_event_batch(
+            job_id, worker_id, now, batch=batch, reported_step=reported, drafts=fresh
+        )
+        if applied is None:  # lost: the hold went meanwhile (raises), or a retry raced
+            self._held(tx, job_id, worker_id)
+            return False
+        return True
 
     def add_checkpoint(
         self,

@@ -28,6 +28,8 @@ from openft.store.events import (
     EVENTS_CHANNEL,
     EventsRead,
     read_events_async,
+    read_events_since_async,
+    read_events_since_sqlite,
     read_events_sqlite,
 )
 from openft.store.interface import Store, Transaction
@@ -183,6 +185,19 @@ class Database(Store):
                 return tx.read_events(job_id, before_seq=before_seq, limit=limit)
         return await read_events_async(
             await self._page_pool(), job_id, before_seq=before_seq, limit=limit
+        )
+
+    async def read_events_since_async(
+        self, job_id: str, *, after_seq: int, limit: int
+    ) -> EventsRead:
+        if self.inline_reads:  # SQLite: on the loop, as every read
+            conn = self._page_connection()
+            if conn is not None:
+                return read_events_since_sqlite(conn, job_id, after_seq=after_seq, limit=limit)
+            with self.read() as tx:
+                return tx.read_events_since(job_id, after_seq=after_seq, limit=limit)
+        return await read_events_since_async(
+            await self._page_pool(), job_id, after_seq=after_seq, limit=limit
         )
 
     def _page_connection(self) -> sqlite3.Connection | None:

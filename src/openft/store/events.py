@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -101,8 +102,11 @@ _LOG = select(*_JOB_COLUMNS).where(jobs.c.id == bindparam("job_id"))
 # execute cost more CPU per page than the round trip itself (bench/events_bench.py).
 # psycopg prepares it on the server after a few runs.
 _PAGE_LATERAL_SQL = str(_PAGE_LATERAL.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
+_SINCE_LATERAL_SQL = str(_SINCE_LATERAL.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 _INSERT = insert(job_events)
 _INSERT_COLUMNS = ("job_pk", "seq", "created_at", "level", "type", "message", "data")
+
+
 # The metrics of a run of consecutive events (a range of the (job_pk, seq) key), their
 # `data` joined by the database into one text that is parsed as one JSON array: for a
 # chart of a million steps, a few hundred strings cross into Python rather than a million.
@@ -171,10 +175,26 @@ async def read_events_async(
 ) -> EventsRead:
     """`read_events` on PostgreSQL through an async pool of autocommit connections: one
     statement is a consistent snapshot by itself, so no BEGIN or COMMIT goes with it."""
+    params = _page_params(job_id, before_seq, limit)
+    return _page_of(job_id, await _fetch_async(pool, _PAGE_LATERAL_SQL, params), limit)
+
+
+async def read_events_since_async(
+    pool: AsyncConnectionPool[Any], job_id: str, *, after_seq: int, limit: int
+) -> EventsRead:
+    """`read_events_since` (a live feed's read) as `read_events_async` reads a page."""
+    params = {"job_id": job_id, "cursor": after_seq, "fetch": limit + 1}
+    return _page_of(job_id, await _fetch_async(pool, _SINCE_LATERAL_SQL, params), limit)
+
+
+async def _fetch_async(
+    pool: AsyncConnectionPool[Any], sql: str, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
     async with pool.connection() as conn:
         try:
-            cursor = await conn.execute(_PAGE_LATERAL_SQL, _page_params(job_id, before_seq, limit))
-            rows = await cursor.fetchall()
+            cursor = await conn.execute(sql, params)
+            rows: list[tuple[Any, ...]] = await cursor.fetchall()
+            return rows
         except psycopg.OperationalError as exc:
             # The server dropped it (a restart, say), and likely the others with it: this
             # one is closed so the pool lets it go, the idle ones are tested and replaced,
@@ -182,14 +202,29 @@ async def read_events_async(
             await conn.close()
             await pool.check()
             raise StoreUnavailable("The database is unavailable; retry shortly.") from exc
-    return _page_of(job_id, rows, limit)
 
 
-# SQLite's page as plain SQL for a plain sqlite3 connection (`read_events_sqlite`).
-_PAGE_JOIN_SQLITE = _PAGE_JOIN.compile(dialect=sqlite_dialect())
-_PAGE_JOIN_SQLITE_SQL = str(_PAGE_JOIN_SQLITE)
-_PAGE_JOIN_SQLITE_ORDER = tuple(_PAGE_JOIN_SQLITE.positiontup or ())
-_PAGE_JOIN_SQLITE_FIXED = {k: v for k, v in _PAGE_JOIN_SQLITE.params.items() if v is not None}
+@dataclass(frozen=True)
+class _PlainSqlite:
+    """A statement as plain SQL for a plain sqlite3 connection, and its parameters' order."""
+
+    sql: str
+    order: tuple[str, ...]
+    fixed: dict[str, Any]  # the values SQLAlchemy bound itself (the OFFSET)
+
+    @classmethod
+    def of(cls, statement: Select[Any]) -> _PlainSqlite:
+        compiled = statement.compile(dialect=sqlite_dialect())
+        fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        return cls(str(compiled), tuple(compiled.positiontup or ()), fixed)
+
+    def rows(self, conn: sqlite3.Connection, params: dict[str, Any]) -> list[Any]:
+        given = self.fixed | params
+        return conn.execute(self.sql, [given[name] for name in self.order]).fetchall()
+
+
+_PAGE_JOIN_PLAIN = _PlainSqlite.of(_PAGE_JOIN)
+_SINCE_JOIN_PLAIN = _PlainSqlite.of(_SINCE_JOIN)
 
 
 def read_events_sqlite(
@@ -198,11 +233,16 @@ def read_events_sqlite(
     """`read_events` on SQLite through a plain sqlite3 connection in autocommit mode: one
     statement reads a snapshot by itself (WAL), and skipping SQLAlchemy's connection,
     transaction and result layers halves the CPU a page takes."""
-    params = _PAGE_JOIN_SQLITE_FIXED | _page_params(job_id, before_seq, limit)
-    rows = conn.execute(
-        _PAGE_JOIN_SQLITE_SQL, [params[name] for name in _PAGE_JOIN_SQLITE_ORDER]
-    ).fetchall()
+    rows = _PAGE_JOIN_PLAIN.rows(conn, _page_params(job_id, before_seq, limit))
     return _page_of(job_id, rows, limit)
+
+
+def read_events_since_sqlite(
+    conn: sqlite3.Connection, job_id: str, *, after_seq: int, limit: int
+) -> EventsRead:
+    """`read_events_since` as `read_events_sqlite` reads a page."""
+    params = {"job_id": job_id, "cursor": after_seq, "fetch": limit + 1}
+    return _page_of(job_id, _SINCE_JOIN_PLAIN.rows(conn, params), limit)
 
 
 class EventQueries:

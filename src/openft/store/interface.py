@@ -411,6 +411,19 @@ class Store(ABC):
 
         return await asyncio.to_thread(read)
 
+    async def read_events_since_async(
+        self, job_id: str, *, after_seq: int, limit: int
+    ) -> tuple[EventLog, Page[Event]] | None:
+        """`Transaction.read_events_since` for an event loop (every live feed's read): on
+        the loop when reads are inline, else by default in a worker thread; a store with
+        an async driver reads on the loop."""
+
+        def read() -> tuple[EventLog, Page[Event]] | None:
+            with self.read() as tx:
+                return tx.read_events_since(job_id, after_seq=after_seq, limit=limit)
+
+        return read() if self.inline_reads else await asyncio.to_thread(read)
+
     async def watch_events(
         self,
         on_events: Callable[[frozenset[str]], None],

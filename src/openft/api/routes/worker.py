@@ -98,9 +98,12 @@ def heartbeat(job_id: str, body: Heartbeat, worker_id: Holder, services: Service
 
 
 @router.post("/jobs/{job_id}/events", operation_id="workerReportEvents", response_model=BatchReply)
-def report_events(job_id: str, body: EventBatch, worker_id: Holder, services: ServicesDep) -> JSON:
+async def report_events(
+    job_id: str, body: EventBatch, worker_id: Holder, services: ServicesDep
+) -> JSON:
     drafts = [event.draft() for event in body.events]
-    applied = services.worker.report(job_id, worker_id, body.batch, drafts)
+    # Awaited, not run in a thread: one writer applies the reports, many to a commit.
+    applied = await services.worker.report_async(job_id, worker_id, body.batch, drafts)
     return _reply(BatchReply(applied=applied))
 
 

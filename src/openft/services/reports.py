@@ -1,0 +1,133 @@
+"""Workers' reports, written many to a transaction by one thread.
+
+A report is small (a batch of a few events), and a hundred jobs send two a second each.
+Written one to a transaction, each from a thread of its own, they cost a commit apiece
+(PostgreSQL waits for its log to reach the disk; SQLite takes its one write lock), a
+pooled connection apiece (past the pool's size, a new one each time), and a hundred
+threads taking turns at the interpreter. Here the API's event loop hands each report
+to one writer thread and awaits its answer; the writer takes every report waiting and
+applies them in order in one transaction, so while one commit is on its way the next
+reports gather for the next.
+
+Every report is applied exactly as alone (`WorkerService.apply_report`: its own lease
+check, batch number and step dedupe, in the order they came), and a report is answered
+only once the transaction that holds it has committed: an acknowledged batch is
+durable. A report refused (its lease lost, its job gone) writes nothing, so the others
+go on. A transaction that fails (a value the database refuses, a dropped connection)
+committed nothing: each of its reports is then tried alone, so one bad report fails by
+itself and the others are applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from openft.domain.entities import EventDraft
+from openft.domain.errors import OpenFTError
+from openft.store.interface import Store, Transaction
+
+log = logging.getLogger(__name__)
+# The most reports in one transaction: enough for every job's report of one flush.
+MOST_PER_TRANSACTION = 256
+
+# Applies one report in a transaction: whether its batch was new (see `WorkerService`).
+Apply = Callable[[Transaction, str, str, int, Sequence[EventDraft]], bool]
+Outcome = bool | BaseException
+
+
+@dataclass(slots=True)
+class _Report:
+    job_id: str
+    worker_id: str
+    batch: int
+    drafts: Sequence[EventDraft]
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[bool]
+
+    def settle(self, outcome: Outcome) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(_settle, self.answer, outcome)
+
+
+def _settle(answer: asyncio.Future[bool], outcome: Outcome) -> None:
+    if answer.done():  # the request was cancelled (its client went away)
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+    else:
+        answer.set_result(outcome)
+
+
+class ReportWriter:
+    def __init__(self, db: Store, apply: Apply, *, most: int = MOST_PER_TRANSACTION) -> None:
+        self._db = db
+        self._apply = apply
+        self._most = most
+        self._queue: queue.SimpleQueue[_Report] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    async def write(
+        self, job_id: str, worker_id: str, batch: int, drafts: Sequence[EventDraft]
+    ) -> bool:
+        """Apply one report, once the transaction that holds it has committed."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._start()
+        self._queue.put(_Report(job_id, worker_id, batch, drafts, loop, answer))
+        return await answer
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    # A daemon: it holds nothing between transactions, so a process that
+                    # ends needs nothing from it (a report not yet committed was never
+                    # answered, and its worker sends it again).
+                    self._thread = threading.Thread(
+                        target=self._run, name="openft-report-writer", daemon=True
+                    )
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self._most:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                outcomes = self._together(group)
+            except Exception as exc:  # a bug: answer every report, never leave one waiting
+                log.exception("writing workers' reports failed")
+                outcomes = [exc] * len(group)
+            for report, outcome in zip(group, outcomes, strict=True):
+                report.settle(outcome)
+
+    def _together(self, group: list[_Report]) -> list[Outcome]:
+        if len(group) > 1:
+            try:
+                with self._db.write() as tx:
+                    return [self._one(tx, report) for report in group]
+            except Exception:
+                pass  # nothing of it was committed: each report is tried alone below
+        return [self._alone(report) for report in group]
+
+    def _one(self, tx: Transaction, report: _Report) -> Outcome:
+        try:
+            return self._apply(tx, report.job_id, report.worker_id, report.batch, report.drafts)
+        except OpenFTError as exc:  # refused before it wrote anything: the others go on
+            return exc
+
+    def _alone(self, report: _Report) -> Outcome:
+        try:
+            with self._db.write() as tx:
+                return self._apply(tx, report.job_id, report.worker_id, report.batch, report.drafts)
+        except Exception as exc:
+            return exc
