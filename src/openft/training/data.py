@@ -3,6 +3,8 @@
 Chat examples are tokenized here, not by TRL, so that the loss covers exactly the
 assistant messages whose `weight` is not 0: every other token gets the label -100.
 Preference examples become TRL's conversational `prompt` / `chosen` / `rejected`.
+Reinforcement examples become a conversational `prompt` and the row's other fields, the
+grader's `item`, as one JSON text (a column of any shape, whatever the rows hold).
 """
 
 from __future__ import annotations
@@ -105,6 +107,20 @@ def preference_dataset(path: Path, label: str) -> list[dict[str, Any]]:
             "prompt": example["input"]["messages"],
             "chosen": example["preferred_output"],
             "rejected": example["non_preferred_output"],
+        }
+        for example in read_jsonl(path, label)
+    ]
+
+
+ITEM_COLUMN = "openft_item"
+
+
+def prompt_dataset(path: Path, label: str) -> list[dict[str, Any]]:
+    """Rows for GRPO: `prompt` (the messages, ending with the user's) and the item."""
+    return [
+        {
+            "prompt": example["messages"],
+            ITEM_COLUMN: json.dumps({k: v for k, v in example.items() if k != "messages"}),
         }
         for example in read_jsonl(path, label)
     ]
