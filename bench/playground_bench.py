@@ -10,9 +10,10 @@ rotation), then the three models' streamed answers at once, as the playground se
 clock of each answer starts when its request is sent; its first token is the first chunk
 with content. Prints the medians and the ratio (target: three together <= 1.5x alone).
 With --pin, as the other benchmarks measure: the server (every thread) on CPU 0, this
-client on CPU 1.
+client on CPU 1. With --same-model, the three answers are all the base model's (no job
+is trained): what the server's path costs per request, without adapters.
 
-Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64] [--pin]
+Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64] [--pin] [--same-model]
 """
 
 from __future__ import annotations
@@ -111,14 +112,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
+    parser.add_argument("--same-model", action="store_true", help="three of the base model")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="openft-playground-bench-"))
     model_dir = build_tiny_model(root / "tiny", [toy_chat_file().decode()])
     data = root / "data"
-    with running_server(sqlite_url(data), data, f"tiny={model_dir}", worker=True) as server:
-        client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
-        tuned, checkpoint = train(client)
-        models = [tuned, "tiny", checkpoint]
+    worker = not args.same_model
+    with running_server(sqlite_url(data), data, f"tiny={model_dir}", worker=worker) as server:
+        if args.same_model:
+            models = ["tiny"] * 3
+        else:
+            client = OpenAI(base_url=server.base_url, api_key=server.key, max_retries=0)
+            tuned, checkpoint = train(client)
+            models = [tuned, "tiny", checkpoint]
         print(f"models: {', '.join(models)}")
         if args.pin:
             pid = str(server.process.pid)
