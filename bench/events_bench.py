@@ -15,7 +15,10 @@ Prints, for SQLite and then PostgreSQL:
   side with their ratio.
 
 Usage: python bench/events_bench.py [--events 1000000] [--backends sqlite,postgres]
-       [--variants] (also openft with --no-worker --no-access-log, to tell what they cost)
+       [--rounds 3] [--http-seconds 5] [--variants] [--baseline-src OLD/src]
+--variants also measures openft with --no-worker --no-access-log (what they cost);
+--baseline-src also serves another tree's openft (an earlier commit's `src`, from
+`git archive`) in the same rounds, for a before/after on the same machine and load.
 PostgreSQL: OPENFT_BENCH_POSTGRES_URL, else OPENFT_TEST_POSTGRES_URL, else the local
 server at 127.0.0.1:5432 (user postgres); a fresh database is created and dropped.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -143,11 +147,16 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> No
 
 
 @contextmanager
-def serving(command: list[str], ready_url: str, log_path: Path) -> Iterator[None]:
+def serving(
+    command: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
     """Run a server `command` pinned to SERVER_CPU until the block ends."""
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [*pinned(SERVER_CPU), *command], stdout=log, stderr=subprocess.STDOUT
+            [*pinned(SERVER_CPU), *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     try:
         wait_ready(ready_url, process, log_path)
@@ -162,7 +171,9 @@ def serving(command: list[str], ready_url: str, log_path: Path) -> Iterator[None
 
 
 @contextmanager
-def openft_server(database_url: str, data_dir: Path, flags: list[str]) -> Iterator[str]:
+def openft_server(
+    database_url: str, data_dir: Path, flags: list[str], src: str | None = None
+) -> Iterator[str]:
     """`openft serve` as the README starts it (embedded worker, access log: to a file
     here, as a terminal would take it), plus `flags`; yields its root URL."""
     port = free_port()
@@ -180,7 +191,8 @@ def openft_server(database_url: str, data_dir: Path, flags: list[str]) -> Iterat
         *flags,
     ]
     url = f"http://127.0.0.1:{port}"
-    with serving(command, f"{url}/healthz", data_dir / "server.log"):
+    env = {"PYTHONPATH": src} if src else None  # another tree's openft: a baseline
+    with serving(command, f"{url}/healthz", data_dir / f"server-{port}.log", env):
         yield url
 
 
@@ -285,7 +297,14 @@ def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
         return done / seconds
 
 
-def run(backend: str, total: int, http_seconds: int, extra_variants: bool) -> dict[str, float]:
+def run(
+    backend: str,
+    total: int,
+    http_seconds: int,
+    rounds: int,
+    extra_variants: bool,
+    baseline_src: str | None,
+) -> dict[str, float]:
     """Measure one backend; return its HTTP pages/s by label."""
     work = Path(tempfile.mkdtemp(prefix=f"openft-bench-{backend}-"))
     admin = None
@@ -330,23 +349,48 @@ def run(backend: str, total: int, http_seconds: int, extra_variants: bool) -> di
             "deep": f"/v1/fine_tuning/jobs/{job.id}/events?limit=20"
             f"&after={event_id(job.event_key, total // 2)}",
         }
-        with ceiling_server() as ceiling_url:
-            http_rps(ceiling_url, key, paths["head"], 2)  # warm up
-            ceiling = http_rps(ceiling_url, key, paths["head"], http_seconds)
-        print(f"[{backend}] HTTP events page, ceiling app, server on one core: {ceiling:,.0f}")
-        variants: dict[str, list[str]] = {"openft serve defaults": []}
+        variants: dict[str, tuple[list[str], str | None]] = {"openft serve defaults": ([], None)}
+        if baseline_src:
+            variants[f"baseline {baseline_src}"] = ([], baseline_src)
         if extra_variants:
-            variants["--no-worker --no-access-log"] = ["--no-worker", "--no-access-log"]
-        for variant, flags in variants.items():
-            with openft_server(url, work, flags) as base_url:
-                for label, path in paths.items():
-                    http_rps(base_url, key, path, 2)  # warm up
-                    rps = http_rps(base_url, key, path, http_seconds)
-                    rates[f"{label}, {variant}"] = rps
-                    print(
-                        f"[{backend}] HTTP events page ({label}), {variant}, server on one core:"
-                        f" {rps:,.0f} pages/s, {rps / ceiling:.2f} of the ceiling"
-                    )
+            variants["--no-worker --no-access-log"] = (["--no-worker", "--no-access-log"], None)
+        # All servers up at once, measured in turn, round after round: a machine shared
+        # with other work changes speed within a run, so each round's share of the
+        # ceiling compares figures taken seconds apart; the medians are printed.
+        with contextlib.ExitStack() as stack:
+            ceiling_url = stack.enter_context(ceiling_server())
+            urls = {
+                v: stack.enter_context(openft_server(url, work, flags, src))
+                for v, (flags, src) in variants.items()
+            }
+            targets = {"ceiling": (ceiling_url, paths["head"])} | {
+                f"{label}, {variant}": (base_url, path)
+                for variant, base_url in urls.items()
+                for label, path in paths.items()
+            }
+            for base_url, path in targets.values():
+                http_rps(base_url, key, path, 2)  # warm up
+            samples: dict[str, list[float]] = {name: [] for name in targets}
+            shares: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(rounds):
+                for name, (base_url, path) in targets.items():
+                    samples[name].append(http_rps(base_url, key, path, http_seconds))
+                    shares[name].append(samples[name][-1] / samples["ceiling"][-1])
+        ceiling = statistics.median(samples["ceiling"])
+        print(
+            f"[{backend}] HTTP events page, ceiling app, server on one core: {ceiling:,.0f}"
+            f" pages/s (median of {rounds} rounds: "
+            + ", ".join(f"{rps:,.0f}" for rps in samples["ceiling"])
+            + ")"
+        )
+        for name in list(targets)[1:]:
+            rates[name] = rps = statistics.median(samples[name])
+            print(
+                f"[{backend}] HTTP events page ({name}), server on one core: {rps:,.0f}"
+                f" pages/s, {statistics.median(shares[name]):.2f} of the ceiling (by round: "
+                + ", ".join(f"{share:.2f}" for share in shares[name])
+                + ")"
+            )
         return rates
     finally:
         services.close()
@@ -361,8 +405,10 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--http-seconds", type=int, default=10)
+    parser.add_argument("--http-seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--baseline-src", help="also serve openft from this src/ directory")
     parser.add_argument("--serve-ceiling", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     random.seed(7)
@@ -370,7 +416,14 @@ def main() -> None:
         serve_ceiling(args.serve_ceiling)
         return
     rates = {
-        backend.strip(): run(backend.strip(), args.events, args.http_seconds, args.variants)
+        backend.strip(): run(
+            backend.strip(),
+            args.events,
+            args.http_seconds,
+            args.rounds,
+            args.variants,
+            args.baseline_src,
+        )
         for backend in args.backends.split(",")
     }
     if {"sqlite", "postgres"} <= set(rates):
