@@ -21,6 +21,7 @@ itself and the others are applied.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -50,7 +51,8 @@ class _Report:
     answer: asyncio.Future[bool]
 
     def settle(self, outcome: Outcome) -> None:
-        if not self.loop.is_closed():
+        # A loop that closed meanwhile has no one waiting (a test's, at its end).
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(_settle, self.answer, outcome)
 
 

@@ -158,10 +158,12 @@ class Database(Store):
                 committed = frozenset(tx.appended)
                 for listener in self._listeners:
                     listener(committed)
-        except DataError as exc:
+        except (DataError, psycopg.DataError) as exc:
             # A value the database cannot hold, from the request (PostgreSQL's text, say,
-            # takes no NUL character; SQLite's does): the client's to fix, not a 500.
-            reason = str(exc.orig).splitlines()[0] if exc.orig else "invalid value"
+            # takes no NUL character; SQLite's does): the client's to fix, not a 500. The
+            # driver's own error comes from COPY, which goes to psycopg directly.
+            cause = exc.orig if isinstance(exc, DataError) else exc
+            reason = str(cause).splitlines()[0] if cause else "invalid value"
             raise InvalidRequest(f"A value in this request cannot be stored: {reason}.") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated or isinstance(exc.orig, OSError):

@@ -1,0 +1,115 @@
+"""Workers' reports written many to a transaction (services/reports.py), on both databases:
+each applied exactly as alone, a refused one leaving the others be, a failed transaction
+tried again report by report."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from openft.domain.entities import EventDraft, Principal
+from openft.domain.errors import InvalidRequest, LeaseLost
+from openft.domain.messages import step_metrics
+from openft.services.container import Services
+from openft.services.jobs import NewJob
+from openft.services.reports import ReportWriter
+from openft.store.interface import Transaction
+from openft.testing.data import chat_file
+
+
+def running(services: Services, principal: Principal, count: int) -> list[str]:
+    """`count` jobs, each claimed by the worker "w"."""
+    train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(20)]).id
+    jobs = []
+    for _ in range(count):
+        job = services.jobs.create(principal, NewJob(model="tiny", training_file=train))
+        services.jobs.validate(job.id)
+        assignment = services.worker.claim("w")
+        assert assignment is not None
+        jobs.append(assignment.job.id)
+    return jobs
+
+
+def metrics(step: int) -> EventDraft:
+    return step_metrics({"step": step, "total_steps": 10, "train_loss": 1.0 / step})
+
+
+def reported(services: Services, principal: Principal, job_id: str) -> list[str]:
+    """What the worker reported into the job, oldest first (a metrics event: its step)."""
+    events = reversed(services.events.list(principal, job_id, limit=1000).items)
+    messages = [event.message.split(":")[0] for event in events]
+    return messages[messages.index("Fine-tuning job started") + 1 :]
+
+
+class Gated:
+    """Applies reports as the service does, but holds the first until `gate` opens, so
+    that those sent meanwhile wait together; notes each report's transaction."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.gate = threading.Event()
+        self.transactions: list[Transaction] = []  # held, so their ids stay theirs
+
+    def __call__(
+        self, tx: Transaction, job_id: str, worker_id: str, batch: int, drafts: Sequence[EventDraft]
+    ) -> bool:
+        self.gate.wait(10)
+        self.transactions.append(tx)
+        return self.services.worker.apply_report(tx, job_id, worker_id, batch, drafts)
+
+
+async def test_waiting_reports_share_a_transaction_and_each_is_applied_as_alone(
+    services: Services, principal: Principal
+) -> None:
+    a, b, c = running(services, principal, 3)
+    apply = Gated(services)
+    writer = ReportWriter(services.db, apply)
+    first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
+    await asyncio.sleep(0.1)  # the writer holds it at the gate
+    waiting = [
+        asyncio.ensure_future(report)
+        for report in (
+            writer.write(a, "w", 1, [metrics(1)]),  # the same batch again: not applied twice
+            writer.write(b, "w", 1, [metrics(1), metrics(2)]),
+            writer.write(c, "someone-else", 1, [metrics(1)]),  # not its holder: refused
+            writer.write(b, "w", 2, [metrics(2), metrics(3)]),  # step 2 again: dropped
+        )
+    ]
+    await asyncio.sleep(0.1)
+    apply.gate.set()
+    assert await first is True
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert outcomes[0] is False and outcomes[1] is True and outcomes[3] is True
+    assert isinstance(outcomes[2], LeaseLost)
+    first_tx, *rest = map(id, apply.transactions)
+    assert len(set(rest)) == 1 and first_tx not in rest  # the four that waited: one
+
+    assert reported(services, principal, a) == ["Step 1/10"]
+    assert reported(services, principal, b) == ["Step 1/10", "Step 2/10", "Step 3/10"]
+    assert reported(services, principal, c) == []
+
+
+async def test_a_report_the_database_refuses_fails_alone(
+    services: Services, principal: Principal
+) -> None:
+    if services.db.dialect != "postgresql":  # type: ignore[attr-defined]
+        pytest.skip("SQLite stores a NUL character; PostgreSQL refuses the transaction")
+    a, b = running(services, principal, 2)
+    apply = Gated(services)
+    writer = ReportWriter(services.db, apply)
+    first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
+    await asyncio.sleep(0.1)
+    waiting = [
+        asyncio.ensure_future(writer.write(a, "w", 2, [EventDraft("bad \0 byte")])),
+        asyncio.ensure_future(writer.write(b, "w", 1, [metrics(1)])),
+    ]
+    await asyncio.sleep(0.1)
+    apply.gate.set()
+    assert await first is True
+    refused, applied = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(refused, InvalidRequest) and applied is True
+    assert reported(services, principal, a) == ["Step 1/10"]
+    assert reported(services, principal, b) == ["Step 1/10"]
