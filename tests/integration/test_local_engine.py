@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -164,3 +165,42 @@ async def test_a_prompt_longer_than_any_context_is_refused_untokenized(tiny_mode
         assert caught.value.code == "context_length_exceeded"
     finally:
         await engine.aclose()
+
+
+async def test_a_batch_answers_as_each_request_alone(adapters: list[ServedModel]) -> None:
+    # Greedy answers of the base and two adapters, prompts of different lengths (so the
+    # batch is padded) and n=2, are the same tokens admitted together (one batch: its
+    # prompts in one forward pass, then one pass per token for all of them) as alone.
+    engine = LocalEngine(memory_budget_bytes=1 << 30)
+    base = ServedModel("tiny", adapters[0].base)
+    asks = [
+        (base, [ChatMessage("user", "hello")]),
+        (adapters[0], [ChatMessage("system", "Be brief."), ChatMessage("user", "hi there")]),
+        (adapters[1], [ChatMessage("user", "a much longer question than the others, surely")]),
+        (base, [ChatMessage("user", "one more, for the base")]),
+    ]
+    greedy = Sampling(max_tokens=12, temperature=0, n=2)
+    try:
+        alone = [await collect(engine.generate(m, messages, greedy)) for m, messages in asks]
+        # Hold the scheduler until all four are submitted: they are admitted together.
+        hold = threading.Event()
+
+        def wait() -> None:
+            hold.wait()
+
+        engine._submit(wait)
+        runs = [
+            asyncio.ensure_future(collect(engine.generate(m, msgs, greedy))) for m, msgs in asks
+        ]
+        deadline = time.monotonic() + 10
+        while engine._inbox.qsize() < len(asks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        passes = engine.forward_passes
+        hold.set()
+        together = await asyncio.gather(*runs)
+        assert engine.forward_passes - passes <= 12  # one batch: not one pass per sequence
+    finally:
+        await engine.aclose()
+    assert together == alone
+    texts = {text for text, _ in alone}
+    assert len(texts) >= 3  # the adapters changed the answers: each row used its own

@@ -5,16 +5,19 @@ One copy of each base model in memory, with every LoRA adapter asked for loaded 
 adapters and bases evicted when what is loaded outgrows the memory budget.
 
 One scheduler thread owns every model and does all torch work, so the event loop never
-waits on it. It decodes the active sequences in turns, grouped by adapter so that it
-switches adapters at most once per adapter per turn: a long answer does not hold up a
+waits on it. It decodes the active sequences in turns: a long answer does not hold up a
 short one, and a new request's first token comes after one turn, not after the requests
 before it have finished. Turns are shared fairly between projects (tenants): each gets at
 most `TURN_QUOTA` tokens a turn, its sequences taking their turns in rotation, and a
 project running less than its fair share of the room (64 sequences) is admitted even
 when the engine is full, so one project's `n=128` cannot hold another's first token. A
-request whose client went away is dropped before its next token. Sequences are not
-batched into one forward pass (each has its own KV cache); loading a model pauses the
-turns while it runs.
+request whose client went away is dropped before its next token. Loading a model pauses
+the turns while it runs.
+
+A turn runs each base at most twice: the prompts admitted since the last turn in one
+batch, the next tokens of its other sequences in another, whatever adapters they use
+(peft's mixed-adapter batches). Each sequence keeps its own KV cache; a pass joins them,
+padded, with a mask and position ids that make each row compute what it would alone.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class _Base:
     # an adapter was loaded): switched only when the next sequence needs another state.
     active: str | None = None
     enabled: bool | None = None
+    # Whether peft runs this base's adapters together in one batch (None: not tried yet).
+    mixed: bool | None = None
 
     @property
     def forward(self) -> Any:
@@ -114,7 +119,9 @@ class _Sequence:
     prompt: list[int]
     generator: Any
     ids: list[int] = field(default_factory=list)
-    past: Any = None
+    # Its KV cache: each layer's (keys, values), (1, heads, length, dim), no padding (views
+    # of the batch it was last run in); None before its prompt is run.
+    past: list[tuple[Any, Any]] | None = None
     sent: int = 0  # characters of the decoded text already emitted
 
 
@@ -135,6 +142,8 @@ class LocalEngine(Engine):
         self._start = threading.Lock()
         # Written by the scheduler thread alone; read (a whole int) by the metrics.
         self.adapter_loads = 0
+        # Forward passes run (each for a batch of sequences): read by tests and benchmarks.
+        self.forward_passes = 0
 
     # The event loop's side.
 
@@ -296,22 +305,48 @@ class LocalEngine(Engine):
         self._touch(base.name, adapter)
 
     def _turn(self) -> None:
-        """One token for each sequence whose turn it is, adapter by adapter."""
+        """One token for each sequence whose turn it is: on each base, the prompts of the
+        new sequences in one forward pass, the next tokens of the others in another."""
         self._active = [s for s in self._active if not s.request.cancelled]
-        chosen = sorted(self._turn_takers(), key=lambda s: (s.base.name, s.adapter or ""))
-        for sequence in chosen:
-            if sequence.request.cancelled:
+        batches: dict[tuple[str, bool, str | None], list[_Sequence]] = {}
+        for sequence in self._turn_takers():
+            base = sequence.base
+            # Where peft cannot mix adapters in a batch (see `_run_model`), one per adapter.
+            adapter = sequence.adapter if base.mixed is False else None
+            key = (base.name, sequence.past is not None, adapter)
+            batches.setdefault(key, []).append(sequence)
+        work = [batches[key] for key in sorted(batches, key=lambda k: (k[0], k[1], k[2] or ""))]
+        while work:
+            batch = [s for s in work.pop(0) if not s.request.cancelled]
+            if not batch:
                 continue
             try:
-                finish = self._step(sequence)
-            except Exception as exc:
-                sequence.request.cancelled = True
-                sequence.request.emit(_as_error(exc))
-                log.exception("generation failed on %s", sequence.request.model.name)
+                rows = self._decode(batch) if batch[0].past is not None else self._prefill(batch)
+            except _Unmixable:
+                groups: dict[str | None, list[_Sequence]] = {}
+                for sequence in batch:
+                    groups.setdefault(sequence.adapter, []).append(sequence)
+                work[:0] = list(groups.values())
                 continue
-            if finish is not None:
-                self._active.remove(sequence)
-                self._finish(sequence)
+            except Exception as exc:
+                for request in {id(s.request): s.request for s in batch}.values():
+                    request.cancelled = True
+                    request.emit(_as_error(exc))
+                log.exception("generation failed on %s", batch[0].base.name)
+                continue
+            for sequence, logits in zip(batch, rows, strict=True):
+                if sequence.request.cancelled:
+                    continue
+                try:
+                    finish = self._advance(sequence, logits)
+                except Exception as exc:
+                    sequence.request.cancelled = True
+                    sequence.request.emit(_as_error(exc))
+                    log.exception("generation failed on %s", sequence.request.model.name)
+                    continue
+                if finish is not None:
+                    self._active.remove(sequence)
+                    self._finish(sequence)
         self._active = [s for s in self._active if not s.request.cancelled]
 
     def _turn_takers(self) -> list[_Sequence]:
@@ -328,19 +363,114 @@ class LocalEngine(Engine):
             chosen.extend(taken)
         return chosen
 
-    def _step(self, sequence: _Sequence) -> FinishReason | None:
-        """Decode one token of `sequence`, emit the text it completes; why it ended, if so."""
+    def _prefill(self, batch: list[_Sequence]) -> Any:
+        """Run the prompts of new sequences (one base) in one forward pass: each one's
+        KV cache, and the logits of its last prompt token (a row each)."""
         import torch
+        from transformers import DynamicCache
 
-        base = sequence.base
-        self._use(base, sequence.adapter)
-        fresh = sequence.ids[-1:] if sequence.past is not None else sequence.prompt
-        inputs = torch.tensor([fresh], device=base.device)
-        out = base.forward(
-            input_ids=inputs, past_key_values=sequence.past, use_cache=True, **base.extra
+        base = batch[0].base
+        lengths = [len(s.prompt) for s in batch]
+        width = max(lengths)
+        # Right padding: under causal attention no prompt token sees the pads after it,
+        # so no mask is needed, and the pads' cache entries are cut off below.
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, sequence in enumerate(batch):
+            ids[row, : len(sequence.prompt)] = torch.tensor(sequence.prompt)
+        extra = dict(base.extra)
+        last = [n - 1 for n in lengths]
+        columns = last  # where each row's logits are in the output
+        if extra and min(lengths) != width:
+            # Only the rows' last positions through the LM head (a tensor keeps those).
+            kept = sorted(set(last))
+            extra["logits_to_keep"] = torch.tensor(kept, device=base.device)
+            columns = [kept.index(i) for i in last]
+        elif extra:
+            columns = [0] * len(batch)
+        # A plain cache (full attention in every layer) that `_decode` can pad and join.
+        cache = DynamicCache()
+        out = self._run_model(
+            batch, input_ids=ids.to(base.device), past_key_values=cache, use_cache=True, **extra
         )
-        sequence.past = out.past_key_values
-        token = _choose(out.logits[0, -1], sequence.request.sampling, sequence.generator)
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        for row, (sequence, n) in enumerate(zip(batch, lengths, strict=True)):
+            sequence.past = [(k[row : row + 1, :, :n], v[row : row + 1, :, :n]) for k, v in layers]
+        return out.logits[torch.arange(len(batch)), torch.tensor(columns)]
+
+    def _decode(self, batch: list[_Sequence]) -> Any:
+        """Feed each sequence's last token (one base) in one forward pass: its cache grows
+        by it, and its next token's logits (a row each)."""
+        import torch
+        from transformers import DynamicCache
+
+        base = batch[0].base
+        assert all(s.past is not None for s in batch)
+        pasts = [s.past for s in batch if s.past is not None]
+        lengths = [past[0][0].shape[-2] for past in pasts]
+        width = max(lengths)
+        # Caches of different lengths are left-padded with zeros to one length; the mask
+        # hides the pads and the position ids count only each sequence's own tokens, so
+        # every row computes what it would alone.
+        layers = [
+            (
+                torch.cat([_left_pad(past[j][0], width) for past in pasts]),
+                torch.cat([_left_pad(past[j][1], width) for past in pasts]),
+            )
+            for j in range(len(pasts[0]))
+        ]
+        inputs: dict[str, Any] = {
+            "input_ids": torch.tensor([[s.ids[-1]] for s in batch], device=base.device),
+            "position_ids": torch.tensor([[n] for n in lengths], device=base.device),
+            "past_key_values": DynamicCache(ddp_cache_data=layers),
+            "use_cache": True,
+        }
+        if min(lengths) != width:
+            mask = torch.ones((len(batch), width + 1), dtype=torch.long)
+            for row, n in enumerate(lengths):
+                mask[row, : width - n] = 0
+            inputs["attention_mask"] = mask.to(base.device)
+        out = self._run_model(batch, **inputs, **base.extra)
+        grown = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        for row, (sequence, n) in enumerate(zip(batch, lengths, strict=True)):
+            pad = width - n
+            sequence.past = [
+                (k[row : row + 1, :, pad:], v[row : row + 1, :, pad:]) for k, v in grown
+            ]
+        return out.logits[:, -1]
+
+    def _run_model(self, batch: list[_Sequence], **inputs: Any) -> Any:
+        """The model's output on `inputs`, each row under its sequence's adapter (the
+        base's rows with no LoRA at all)."""
+        base = batch[0].base
+        self.forward_passes += 1
+        adapters = {s.adapter for s in batch}
+        if len(adapters) == 1:
+            self._use(base, batch[0].adapter)
+            return base.forward(**inputs)
+        # Different adapters in one batch: peft's mixed batch, each LoRA layer adding each
+        # adapter's product to its own rows only ("__base__": none), as it would alone.
+        # peft refuses some adapters (DoRA, for one): then this base's batches are split
+        # by adapter from now on.
+        if base.enabled is not True:
+            base.model.base_model.enable_adapter_layers()
+            base.enabled = True
+        names = [s.adapter or "__base__" for s in batch]
+        try:
+            out = base.model(**inputs, adapter_names=names)
+        except (ValueError, TypeError) as exc:
+            if base.mixed is not None:
+                raise
+            log.info("Adapters on %s are not batched together: %s", base.name, exc)
+            base.mixed = False
+            raise _Unmixable() from exc
+        base.mixed = True
+        return out
+
+    def _advance(self, sequence: _Sequence, logits: Any) -> FinishReason | None:
+        """Choose `sequence`'s next token from `logits`, emit the text it completes; why
+        it ended, if so."""
+        base = sequence.base
+        token = _choose(logits, sequence.request.sampling, sequence.generator)
         finish: FinishReason | None = None
         if token in base.eos:
             finish = "stop"
@@ -491,6 +621,20 @@ class LocalEngine(Engine):
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)
+
+
+class _Unmixable(Exception):
+    """peft cannot run these adapters in one batch: run them one adapter at a time."""
+
+
+def _left_pad(tensor: Any, width: int) -> Any:
+    """A (1, heads, length, dim) cache tensor with zeros before it up to `width` long."""
+    import torch
+
+    missing = width - tensor.shape[-2]
+    if not missing:
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, 0, missing, 0))
 
 
 def _as_error(exc: Exception) -> BaseException:
