@@ -198,3 +198,50 @@ def test_the_cli_shares_lists_and_unshares_with_an_admin_key(shared: Shared) -> 
             shared.checkpoint,
             env={**env, "OPENFT_API_KEY": shared.server.key},
         )
+
+
+def test_a_shared_checkpoint_is_a_base_for_the_other_projects_jobs(shared: Shared) -> None:
+    """As OpenAI allows: the second project fine-tunes the checkpoint shared with it (its
+    job goes on training the checkpoint's adapter), chats with the result, and may not
+    start another job on it once the permission is deleted."""
+    permissions = shared.admin.fine_tuning.checkpoints.permissions
+    other = shared.other
+    upload = other.files.create(file=("repeat.jsonl", repeat_file(times=3)), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as refused:
+        other.fine_tuning.jobs.create(
+            model=shared.checkpoint, training_file=upload.id, hyperparameters=SHORT
+        )
+    assert refused.value.code == "model_not_available" and refused.value.param == "model"
+
+    [permission] = permissions.create(shared.checkpoint, project_ids=[shared.other_project]).data
+    job = other.fine_tuning.jobs.create(
+        model=shared.checkpoint, training_file=upload.id, hyperparameters=SHORT
+    )
+    assert job.model == shared.checkpoint  # the job names what it started from
+    _wait_for_success(other, job.id)
+    done = other.fine_tuning.jobs.retrieve(job.id)
+    # Named after the base model under the adapter, as OpenAI names such a model.
+    assert done.fine_tuned_model is not None
+    assert done.fine_tuned_model.startswith("ft:tiny:") and done.fine_tuned_model.endswith(job.id)
+    messages = [e.message for e in other.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert "Continuing to train the fine-tuned model's LoRA adapter" in messages
+    assert chat(other, done.fine_tuned_model).model == done.fine_tuned_model
+
+    permissions.delete(permission.id, fine_tuned_model_checkpoint=shared.checkpoint)
+    with pytest.raises(openai.BadRequestError):
+        other.fine_tuning.jobs.create(
+            model=shared.checkpoint, training_file=upload.id, hyperparameters=SHORT
+        )
+    # What was trained from it is the second project's own, and stays.
+    assert chat(other, done.fine_tuned_model).model == done.fine_tuned_model
+
+    # The owner fine-tunes its own fine-tuned model likewise.
+    owned = shared.owner.fine_tuning.jobs.list(limit=1).data[0]
+    assert owned.fine_tuned_model is not None
+    again = shared.owner.fine_tuning.jobs.create(
+        model=owned.fine_tuned_model, training_file=owned.training_file, hyperparameters=SHORT
+    )
+    _wait_for_success(shared.owner, again.id)
+    second = shared.owner.fine_tuning.jobs.retrieve(again.id).fine_tuned_model
+    assert second is not None and second.startswith("ft:tiny:")
+    assert chat(shared.owner, second).model == second

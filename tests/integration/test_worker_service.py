@@ -14,9 +14,9 @@ from openft.services.jobs import NewJob
 from openft.testing.data import chat_file
 
 
-def queued(services: Services, principal: Principal, **kwargs: object) -> str:
+def queued(services: Services, principal: Principal, model: str = "tiny", **kwargs: object) -> str:
     train = services.files.upload(principal, "train.jsonl", "fine-tune", [chat_file(20)]).id
-    job = services.jobs.create(principal, NewJob(model="tiny", training_file=train, **kwargs))  # type: ignore[arg-type]
+    job = services.jobs.create(principal, NewJob(model=model, training_file=train, **kwargs))  # type: ignore[arg-type]
     services.jobs.validate(job.id)
     return job.id
 
@@ -182,3 +182,29 @@ def test_only_the_newest_checkpoints_are_kept_and_the_older_archives_removed(
     assert kept == b"10"
     created = [m for m in messages(services, principal, job_id) if m.startswith("Checkpoint")]
     assert len(created) == 5  # the log keeps every announcement
+
+
+def test_a_job_on_a_fine_tuned_model_names_its_root_and_fails_once_that_model_is_gone(
+    services: Services, principal: Principal
+) -> None:
+    parent_id = queued(services, principal)
+    services.worker.claim("w1")
+    parent = services.worker.complete(parent_id, "w1", trained_tokens=1, adapter=[b"adapter"])
+    assert parent.fine_tuned_model == f"ft:tiny:acme::{parent_id}"
+
+    child_id = queued(services, principal, model=parent.fine_tuned_model)
+    assignment = services.worker.claim("w1")
+    assert assignment is not None and assignment.start is not None
+    assert assignment.start.job_id == parent_id and assignment.base_model.name == "tiny"
+    assert b"".join(services.worker.start_archive(child_id, "w1").chunks) == b"adapter"
+    child = services.worker.complete(child_id, "w1", trained_tokens=1, adapter=[b"second"])
+    assert child.fine_tuned_model == f"ft:tiny:acme::{child_id}"  # the root base, not ft:ft:…
+
+    # A job created on a model that is deleted before a worker takes it fails, once.
+    orphan_id = queued(services, principal, model=child.fine_tuned_model)
+    services.models.delete(principal.project_id, child.fine_tuned_model)
+    assert services.worker.claim("w1") is None
+    orphan = services.jobs.get(principal, orphan_id)
+    assert orphan.status is JobStatus.FAILED and orphan.error is not None
+    assert orphan.error.code == "model_not_available"
+    assert services.worker.claim("w1") is None

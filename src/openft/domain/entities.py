@@ -379,6 +379,17 @@ class BaseModel:
 
 
 @dataclass(frozen=True, slots=True)
+class Start:
+    """What a model name stands for when a job trains on it or a chat completion runs it:
+    a base model, with the adapter of a fine-tuned model (`job_id`) or of one of its
+    checkpoints (`checkpoint_id` too) on top, or none."""
+
+    base: BaseModel
+    job_id: str | None = None
+    checkpoint_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServedModel:
     """A model a chat completion can run on: a base model, with the LoRA adapter of a
     fine-tuned model or checkpoint on top (a local directory of peft's files), or none."""

@@ -46,6 +46,9 @@ class Artifacts:
         self._blobs.put(adapter_key(job_id), archive)
         self._cache.discard(f"models/{job_id}")
 
+    def adapter_archive(self, job_id: str) -> Blob:
+        return self._blobs.get(adapter_key(job_id))
+
     def adapter_dir(self, job_id: str) -> str:
         """The directory of the job's fine-tuned adapter, for an inference engine."""
         key = adapter_key(job_id)

@@ -182,8 +182,9 @@ class JobService:
             )
 
     def create(self, principal: Principal, request: NewJob) -> Job:
-        """Record a job in `validating_files`; `validate` later moves it on."""
-        self._models.base_model(request.model)
+        """Record a job in `validating_files`; `validate` later moves it on. Its `model` is a
+        base model, or a fine-tuned model or checkpoint it goes on training."""
+        self._models.trainable(principal.project_id, request.model)
         method = resolve_method(request.hyperparameters, request.method)
         check_grader(method)
         if request.integrations:

@@ -3,19 +3,21 @@ its fine-tuned models and their checkpoints (to chat with, and to delete)."""
 
 from __future__ import annotations
 
-from openft.domain.entities import BaseModel, ModelInfo, ServedModel
+from openft.domain.entities import BaseModel, Job, ModelInfo, ServedModel, Start
 from openft.domain.errors import (
     InvalidRequest,
     ModelUnavailable,
     NotFound,
     PermissionDenied,
 )
-from openft.domain.naming import split_checkpoint_model
+from openft.domain.naming import job_of_model, split_checkpoint_model
 from openft.services.artifacts import Artifacts
 from openft.services.clock import Clock, system_clock
-from openft.store.interface import Store
+from openft.store.interface import Store, Transaction
 
 BASE_OWNER = "openft"
+# How many fine-tuned generations a root search follows (each job trained on the one before).
+MAX_LINEAGE = 64
 
 
 def model_not_found(name: str) -> NotFound:
@@ -76,33 +78,75 @@ class ModelService:
         """What a chat completion on `name` runs: a base model; or the project's fine-tuned
         model (`ft:…`) or checkpoint (`ft:…:ckpt-step-N`), or one shared with the project,
         its adapter on its base."""
+        with self._db.read() as tx:
+            start = self.start(tx, project_id, name)
+        if start.job_id is None:
+            return ServedModel(name, start.base)
+        if start.checkpoint_id is not None:
+            adapter = self._artifacts.checkpoint_adapter_dir(start.job_id, start.checkpoint_id)
+        else:
+            adapter = self._artifacts.adapter_dir(start.job_id)
+        return ServedModel(name, start.base, adapter)
+
+    def trainable(self, project_id: str, name: str) -> Start:
+        """What a new job of the project may start from: a base model, or one of the
+        models it may call (its own fine-tuned models and checkpoints, and those shared
+        with it), whose adapter the job trains on; else a 400 that says what is on offer."""
+        try:
+            with self._db.read() as tx:
+                return self.start(tx, project_id, name)
+        except (NotFound, ModelUnavailable) as exc:
+            offered = ", ".join(sorted(self._base)) or "none"
+            reason = (
+                exc.message
+                if isinstance(exc, ModelUnavailable)
+                else f"Model {name!r} is not available for fine-tuning on this server."
+            )
+            raise InvalidRequest(
+                f"{reason} Available base models: {offered}; or a fine-tuned model or "
+                "checkpoint of this project, or one shared with it.",
+                param="model",
+                code="model_not_available",
+            ) from None
+
+    def start(self, tx: Transaction, project_id: str, name: str) -> Start:
+        """Resolve a model name for the project, in the caller's transaction (a 404 for a
+        model it may not see, a 503 when its base model is not offered now)."""
         base = self._base.get(name)
         if base is not None:
-            return ServedModel(name, base)
+            return Start(base)
         checkpoint_of = split_checkpoint_model(name)
-        with self._db.read() as tx:
-            job = tx.job_of_model(project_id, checkpoint_of[0] if checkpoint_of else name)
-            if job is None:  # granted by an admin key (checkpoint permissions)?
-                job = tx.shared_job_of_model(project_id, name)
-            checkpoint = (
-                tx.checkpoint_at_step(job.id, checkpoint_of[1])
-                if job is not None and checkpoint_of
-                else None
-            )
+        job = tx.job_of_model(project_id, checkpoint_of[0] if checkpoint_of else name)
+        if job is None:  # granted by an admin key (checkpoint permissions)?
+            job = tx.shared_job_of_model(project_id, name)
+        checkpoint = (
+            tx.checkpoint_at_step(job.id, checkpoint_of[1])
+            if job is not None and checkpoint_of
+            else None
+        )
         if job is None or (checkpoint_of and checkpoint is None):
             raise model_not_found(name)
-        base = self._base.get(job.model)
+        root = self.root(tx, job)
+        base = self._base.get(root)
         if base is None:
             raise ModelUnavailable(
-                f"The model {name!r} was trained on {job.model!r}, which this server does not "
-                "offer now: start it with --model "
-                f"{job.model}=SOURCE."
+                f"The model {name!r} was trained on {root!r}, which this server does not "
+                f"offer now: start it with --model {root}=SOURCE."
             )
-        if checkpoint is not None:
-            adapter = self._artifacts.checkpoint_adapter_dir(job.id, checkpoint.id)
-        else:
-            adapter = self._artifacts.adapter_dir(job.id)
-        return ServedModel(name, base, adapter)
+        return Start(base, job.id, checkpoint.id if checkpoint else None)
+
+    def root(self, tx: Transaction, job: Job) -> str:
+        """The base model under a job's adapter: the job's `model`, or, for a job that went
+        on training a fine-tuned model or checkpoint, that model's own root. (The chain is
+        followed through the jobs' rows, which outlive a deleted model.)"""
+        model = job.model
+        for _ in range(MAX_LINEAGE):
+            parent_id = job_of_model(model)
+            parent = None if model in self._base or parent_id is None else tx.get_job(parent_id)
+            if parent is None:
+                return model
+            model = parent.model
+        return model
 
     def delete(self, project_id: str, name: str) -> None:
         """Delete the project's fine-tuned model: it leaves /v1/models and stops answering

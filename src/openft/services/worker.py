@@ -33,9 +33,10 @@ from openft.domain.entities import (
     Lease,
     MethodType,
     Outcome,
+    Start,
     holder_name,
 )
-from openft.domain.errors import LeaseLost, NotFound, Unauthenticated
+from openft.domain.errors import LeaseLost, ModelUnavailable, NotFound, Unauthenticated
 from openft.domain.hyperparameters import resolve
 from openft.domain.ids import new_checkpoint_id
 from openft.domain.naming import checkpoint_model, fine_tuned_model
@@ -82,6 +83,9 @@ class Assignment:
     resume_from: Checkpoint | None
     reported_step: int
     fine_tuned_model: str
+    # The fine-tuned model or checkpoint whose adapter the job goes on training (None: a
+    # new adapter on `base_model`).
+    start: Start | None = None
 
 
 def _lease_lost(job: Job, worker_id: str) -> LeaseLost:
@@ -186,9 +190,11 @@ class WorkerService:
         assert ended is not None
         return ended
 
-    @staticmethod
-    def _name(tx: Transaction, job: Job) -> str:
-        return fine_tuned_model(job.model, tx.project_name(job.project_id), job.suffix, job.id)
+    def _name(self, tx: Transaction, job: Job) -> str:
+        # Named after the base model under it, as OpenAI names a model trained on a
+        # fine-tuned one.
+        root = self._models.root(tx, job)
+        return fine_tuned_model(root, tx.project_name(job.project_id), job.suffix, job.id)
 
     def claim(
         self, worker_id: str, name: str | None = None, key_id: str | None = None
@@ -208,6 +214,17 @@ class WorkerService:
             if job is None:
                 return None
             assert job.lease is not None
+            try:
+                start = self._models.start(tx, job.project_id, job.model)
+            except (NotFound, ModelUnavailable) as exc:
+                # Its model was deleted, unshared or taken off the server since the job
+                # was created: the job cannot run anywhere, so it fails now (taking
+                # it back would hand it to the next worker, and the next, for ever).
+                error = JobError("model_not_available", exc.message, "model")
+                self._end(
+                    tx, job, worker_id, now, Outcome(S.FAILED, error=error), messages.failed(error)
+                )
+                return None
             training = tx.get_file(job.project_id, job.training_file)
             examples = training.examples if training and training.examples else 1
             resolved = replace(
@@ -225,7 +242,8 @@ class WorkerService:
             tx.append_events(job.id, [started], now)
             return Assignment(
                 job=replace(job, method=resolved),
-                base_model=self._models.base_model(job.model),
+                base_model=start.base,
+                start=start if start.job_id is not None else None,
                 attempt=attempt,
                 resume_from=latest,
                 reported_step=job.lease.reported_step,
@@ -479,6 +497,18 @@ class WorkerService:
         if file_id not in (job.training_file, job.validation_file):
             raise NotFound(f"File {file_id} is not an input of job {job_id}.", param="file_id")
         return self._files.blob(file_id)
+
+    def start_archive(self, job_id: str, worker_id: str) -> Blob:
+        """The adapter a job goes on training (a fine-tuned model's, or a checkpoint's
+        directory), as the job's project may still use it."""
+        with self._db.read() as tx:
+            job = self._held(tx, job_id, worker_id)
+            start = self._models.start(tx, job.project_id, job.model)
+        if start.job_id is None:
+            raise NotFound(f"Fine-tuning job {job_id} starts from a base model.", param="job_id")
+        if start.checkpoint_id is not None:
+            return self.artifacts.checkpoint_archive(start.job_id, start.checkpoint_id)
+        return self.artifacts.adapter_archive(start.job_id)
 
     def checkpoint_archive(self, job_id: str, worker_id: str, checkpoint_id: str) -> Blob:
         with self._db.read() as tx:

@@ -198,6 +198,12 @@ class WorkerClient:
         path = f"/jobs/{job_id}/files/{file_id}"
         return self._download(f"download file {file_id}", path, destination)
 
+    def download_start(self, job_id: str, destination: Path) -> Path:
+        """The archive of the adapter the job goes on training."""
+        return self._download(
+            "download the adapter to start from", f"/jobs/{job_id}/start/archive", destination
+        )
+
     def download_checkpoint(self, job_id: str, checkpoint_id: str, destination: Path) -> Path:
         path = f"/jobs/{job_id}/checkpoints/{checkpoint_id}/archive"
         return self._download(f"download checkpoint {checkpoint_id}", path, destination)

@@ -57,6 +57,9 @@ class ClaimReply(BaseModel):
     resume_from: FineTuningJobCheckpoint | None
     reported_step: int
     fine_tuned_model: str
+    # The fine-tuned model or checkpoint whose adapter the job goes on training (its
+    # archive at GET /jobs/{job id}/start/archive); None: a new adapter on the base model.
+    start_from: str | None = None
 
 
 class Heartbeat(BaseModel):

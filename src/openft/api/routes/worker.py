@@ -80,6 +80,7 @@ def claim(body: ClaimRequest, services: ServicesDep, worker: WorkerPrincipal) ->
             resume_from=checkpoint_json(resume) if resume else None,
             reported_step=assignment.reported_step,
             fine_tuned_model=assignment.fine_tuned_model,
+            start_from=assignment.job.model if assignment.start else None,
         )
     )
 
@@ -160,6 +161,12 @@ def checkpoint_archive(
     job_id: str, checkpoint_id: str, worker_id: Holder, services: ServicesDep
 ) -> StreamingResponse:
     blob = services.worker.checkpoint_archive(job_id, worker_id, checkpoint_id)
+    return blob_response(blob, "application/gzip")
+
+
+@router.get("/jobs/{job_id}/start/archive", operation_id="workerGetStartAdapter")
+def start_archive(job_id: str, worker_id: Holder, services: ServicesDep) -> StreamingResponse:
+    blob = services.worker.start_archive(job_id, worker_id)
     return blob_response(blob, "application/gzip")
 
 
