@@ -1,9 +1,10 @@
 """The trainer process: `python -m openft.training.run SPEC.json`.
 
 Loads the base model (a Hugging Face id or a local directory), fine-tunes a LoRA adapter
-with TRL (SFT for `supervised`, DPO for `dpo`), and reports metrics, checkpoints and the
-outcome to its worker through `protocol.Reporter`. Between steps it reads the control
-file the worker writes: "cancel" stops at once, "pause" saves a checkpoint and stops.
+with TRL (SFT for `supervised`, DPO for `dpo`, GRPO for `reinforcement`: see `grpo`), and
+reports metrics, checkpoints and the outcome to its worker through `protocol.Reporter`.
+Between steps it reads the control file the worker writes: "cancel" stops at once, "pause"
+saves a checkpoint and stops.
 
 A job on several processes (`spec.processes`, started by torchrun: docs/workers.md) runs
 this module once per rank; `distributed` says what the ranks share and how. `batch_size`
@@ -287,6 +288,10 @@ def train(spec: TrainingSpec, reporter: Reporter) -> None:
 
 
 def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
+    if spec.method is MethodType.REINFORCEMENT:
+        from openft.training.grpo import train_grpo
+
+        return train_grpo(spec, reporter, group)
     import torch
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]

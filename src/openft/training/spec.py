@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from openft.domain.entities import Hyperparameters, MethodType
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
@@ -30,6 +31,10 @@ class TrainingSpec:
     # (ZeRO-3: sharded, for base models that do not fit one device).
     processes: int = 1
     distributed: str = "ddp"
+    # Reinforcement: the grader as the job's method holds it, and the JSON schema that
+    # completions follow (they are parsed into `sample.output_json` for it).
+    grader: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

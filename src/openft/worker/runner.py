@@ -20,7 +20,14 @@ from pathlib import Path
 
 from openft import archives, logs
 from openft.domain import messages
-from openft.domain.entities import Control, EventDraft, Hyperparameters, JobError, MethodType
+from openft.domain.entities import (
+    Control,
+    EventDraft,
+    Hyperparameters,
+    JobError,
+    Method,
+    MethodType,
+)
 from openft.domain.errors import LeaseLost
 from openft.domain.hyperparameters import BASE_LEARNING_RATE
 from openft.training import protocol
@@ -117,6 +124,7 @@ class JobRunner:
             archives.unpack(archive, resume)
             archive.unlink()
         method = self.job["method"]
+        resolved = Method.from_dict(method)
         return TrainingSpec(
             job_id=self.job_id,
             method=MethodType(method["type"]),
@@ -133,6 +141,8 @@ class JobRunner:
             learning_rate=self.settings.learning_rate,
             processes=self.settings.launcher.processes,
             distributed=self.settings.distributed,
+            grader=resolved.grader,
+            response_format=resolved.response_format,
         )
 
     # -- supervising -------------------------------------------------------------------
