@@ -235,7 +235,10 @@ class LiveEvents:
                 break
             while True:  # then live, from the feed
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.keepalive_seconds)
+                    # A timeout scope, not wait_for: no task made per item, for every
+                    # follower of every batch.
+                    async with asyncio.timeout(self.keepalive_seconds):
+                        item = await queue.get()
                 except TimeoutError:
                     yield []
                     continue
