@@ -5,19 +5,16 @@ One copy of each base model in memory, with every LoRA adapter asked for loaded 
 adapters and bases evicted when what is loaded outgrows the memory budget.
 
 One scheduler thread owns every model and does all torch work, so the event loop never
-waits on it. It decodes the active sequences in turns: a long answer does not hold up a
+waits on it. It decodes the active sequences in turns, grouped by adapter so that it
+switches adapters at most once per adapter per turn: a long answer does not hold up a
 short one, and a new request's first token comes after one turn, not after the requests
 before it have finished. Turns are shared fairly between projects (tenants): each gets at
 most `TURN_QUOTA` tokens a turn, its sequences taking their turns in rotation, and a
 project running less than its fair share of the room (64 sequences) is admitted even
 when the engine is full, so one project's `n=128` cannot hold another's first token. A
-request whose client went away is dropped before its next token. Loading a model pauses
-the turns while it runs.
-
-A turn runs each base at most twice: the prompts admitted since the last turn in one
-batch, the next tokens of its other sequences in another, whatever adapters they use
-(peft's mixed-adapter batches). Each sequence keeps its own KV cache; a pass joins them,
-padded, with a mask and position ids that make each row compute what it would alone.
+request whose client went away is dropped before its next token. Sequences are not
+batched into one forward pass (each has its own KV cache); loading a model pauses the
+turns while it runs.
 """
 
 from __future__ import annotations
@@ -49,7 +46,7 @@ TURN_QUOTA = 8
 # No tokenizer turns more than this many characters into one token on average: a prompt
 # longer than the context times this is refused before it is tokenized at all.
 MAX_CHARS_PER_TOKEN = 32
-Emit = Callable[[Output | BaseException | None], None]
+Item = Output | BaseException | None
 
 
 def adapter_key(model_name: str) -> str:
@@ -69,12 +66,19 @@ class _Request:
     model: ServedModel
     messages: list[ChatMessage]
     sampling: Sampling
-    emit: Emit
+    # Where its outputs go: its event loop's queue, through the engine's outbox.
+    loop: asyncio.AbstractEventLoop
+    outputs: asyncio.Queue[Item]
+    outbox: list[tuple[_Request, Item]]
     tenant: str = ""
     cancelled: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     open_choices: int = 0
+
+    def emit(self, item: Item) -> None:
+        """Send `item` to the client (once the scheduler's turn ends: `_flush`)."""
+        self.outbox.append((self, item))
 
 
 @dataclass
@@ -130,6 +134,8 @@ class LocalEngine(Engine):
         self._budget = memory_budget_bytes
         self._max_active = max_active
         self._inbox: queue.SimpleQueue[_Request | Callable[[], None] | None] = queue.SimpleQueue()
+        # What the scheduler emitted since its last hand-over to the event loops.
+        self._outbox: list[tuple[_Request, Item]] = []
         self._bases: dict[str, _Base] = {}
         # What is loaded, least recently used first: (base, None) for a base model,
         # (base, adapter) for an adapter on it; the values are sizes in bytes.
@@ -155,15 +161,8 @@ class LocalEngine(Engine):
         tenant: str = "",
     ) -> AsyncIterator[Output]:
         loop = asyncio.get_running_loop()
-        outputs: asyncio.Queue[Output | BaseException | None] = asyncio.Queue()
-
-        def emit(item: Output | BaseException | None) -> None:
-            try:
-                loop.call_soon_threadsafe(outputs.put_nowait, item)
-            except RuntimeError:  # the loop is gone: nobody is listening any more
-                request.cancelled = True
-
-        request = _Request(model, messages, sampling, emit, tenant)
+        outputs: asyncio.Queue[Item] = asyncio.Queue()
+        request = _Request(model, messages, sampling, loop, outputs, self._outbox, tenant)
         self._submit(request)
         try:
             while (item := await outputs.get()) is not None:
@@ -214,11 +213,28 @@ class LocalEngine(Engine):
             while self._take_inbox():
                 self._admit()
                 self._turn()
+                self._flush()
         closing = ModelUnavailable("The server is shutting down.")
         for request in {id(s.request): s.request for s in self._active}.values():
             request.emit(closing)
         for request in self._waiting:
             request.emit(closing)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand what was emitted to the event loops: one wake-up of each loop a turn,
+        however many tokens the turn made (a wake-up is a system call, and the loop
+        serves the clients between them)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Item]]] = {}
+        for request, item in self._outbox:
+            by_loop.setdefault(request.loop, []).append((request, item))
+        self._outbox.clear()
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                for request, _ in items:
+                    request.cancelled = True
 
     def _take_inbox(self) -> bool:
         """Take what was submitted (waiting for it only when there is nothing to decode);
@@ -535,6 +551,7 @@ class LocalEngine(Engine):
         except Exception as exc:
             raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
         base.model.eval()
+        base.mixed = None  # whether peft mixes it with the others: tried on its first batch
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
         base.adapters[key] = model.name
         self._lru[(base.name, key)] = size
@@ -616,11 +633,17 @@ class LocalEngine(Engine):
         else:
             # peft cannot delete a model's last adapter: take the LoRA layers out instead.
             base.model = base.model.unload()
-            base.active = base.enabled = None
+            base.active = base.enabled = base.mixed = None
         name = base.adapters.pop(key)
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)
+
+
+def _deliver(items: list[tuple[_Request, Item]]) -> None:
+    """On the event loop: put each item in its request's queue."""
+    for request, item in items:
+        request.outputs.put_nowait(item)
 
 
 class _Unmixable(Exception):
