@@ -83,15 +83,47 @@ def _load_tokenizer(spec: TrainingSpec) -> Any:
 
 
 def _load_model(spec: TrainingSpec) -> Any:
+    """The base model; for a job on a fine-tuned model or checkpoint, with that model's
+    LoRA adapter on it, trainable (the job goes on training it: the new model is again
+    the base and one adapter, which is what serving loads)."""
     from transformers import AutoModelForCausalLM
 
     local = Path(spec.model_source).is_dir()
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             spec.model_source, local_files_only=local, dtype=_dtype()
         )
     except Exception as exc:
         raise _load_failed(spec, exc) from exc
+    if spec.start_adapter is None:
+        return model
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, spec.start_adapter, is_trainable=True)
+    except Exception as exc:
+        raise TrainingError(
+            "model_load_failed",
+            f"Could not load the adapter of the fine-tuned model this job starts from: {exc}.",
+            "model",
+        ) from exc
+
+
+def lora_config(spec: TrainingSpec) -> Any:
+    """A new LoRA adapter's configuration from the job's hyperparameters; None for a job
+    that goes on training a fine-tuned model's adapter (which keeps its own shape)."""
+    from peft import LoraConfig
+
+    if spec.start_adapter is not None:
+        return None
+    hyper = spec.hyperparameters
+    return LoraConfig(
+        r=hyper.lora_rank,
+        lora_alpha=hyper.lora_alpha,
+        lora_dropout=hyper.lora_dropout,
+        target_modules=_targets(hyper.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def _token_counts(logits: Any, labels: Any) -> tuple[int, int]:
@@ -293,7 +325,6 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
 
         return train_grpo(spec, reporter, group)
     import torch
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     hyper = spec.hyperparameters
@@ -362,13 +393,8 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     else:
         args = SFTConfig(**common)
     model = _load_model(spec)
-    lora = LoraConfig(
-        r=hyper.lora_rank,
-        lora_alpha=hyper.lora_alpha,
-        lora_dropout=hyper.lora_dropout,
-        target_modules=_targets(hyper.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
+    if spec.start_adapter is not None:
+        reporter.send(Log(message="Continuing to train the fine-tuned model's LoRA adapter"))
     validation = (
         Validation(valid_rows, batch_size, group)
         if valid_rows and spec.method is MethodType.SUPERVISED
@@ -381,7 +407,7 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
         train_dataset=train_set,
         eval_dataset=valid_set,
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=lora_config(spec),
         callbacks=[callback],
     )
     callback.trainer = trainer

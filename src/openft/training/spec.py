@@ -31,6 +31,9 @@ class TrainingSpec:
     # (ZeRO-3: sharded, for base models that do not fit one device).
     processes: int = 1
     distributed: str = "ddp"
+    # A job on a fine-tuned model or checkpoint goes on training its LoRA adapter (a local
+    # directory of peft's files) instead of a new one.
+    start_adapter: str | None = None
     # Reinforcement: the grader as the job's method holds it, and the JSON schema that
     # completions follow (they are parsed into `sample.output_json` for it).
     grader: dict[str, Any] | None = None

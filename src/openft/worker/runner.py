@@ -123,6 +123,12 @@ class JobRunner:
             resume = output / f"checkpoint-{checkpoint['step_number']}"
             archives.unpack(archive, resume)
             archive.unlink()
+        start = None
+        if self.assignment.start_from:
+            archive = self.client.download_start(self.job_id, self.dir / "start.tar.gz")
+            start = self.dir / "start"
+            archives.unpack(archive, start)
+            archive.unlink()
         method = self.job["method"]
         resolved = Method.from_dict(method)
         return TrainingSpec(
@@ -141,6 +147,7 @@ class JobRunner:
             learning_rate=self.settings.learning_rate,
             processes=self.settings.launcher.processes,
             distributed=self.settings.distributed,
+            start_adapter=str(start) if start else None,
             grader=resolved.grader,
             response_format=resolved.response_format,
         )
