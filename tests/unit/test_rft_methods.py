@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,3 +191,34 @@ def test_an_rft_results_file_has_the_reward_columns() -> None:
     assert [r["full_valid_mean_reward"] for r in table] == ["", "0.75"]
     sft = step_metrics_csv([{"step": 1, "train_loss": 1.0}]).decode().splitlines()[0]
     assert sft.startswith("step,train_loss,")
+
+
+def test_prompt_rows_of_any_message_shape_make_one_dataset(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    from openft.training.data import ITEM_COLUMN, prompt_dataset
+
+    rows = [
+        {"messages": [{"role": "user", "content": "hi"}], "answer": "1"},
+        {
+            "messages": [
+                {"role": "system", "content": "terse", "name": "rules"},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "two "},
+                        {"type": "text", "text": "parts"},
+                    ],
+                },
+            ],
+            "answer": {"nested": [1, 2]},
+        },
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    dataset = Dataset.from_list(prompt_dataset(path, "training file"))
+    assert dataset[1]["prompt"] == [
+        {"role": "system", "content": "terse"},
+        {"role": "user", "content": "two parts"},
+    ]
+    assert json.loads(dataset[1][ITEM_COLUMN]) == {"answer": {"nested": [1, 2]}}

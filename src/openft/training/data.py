@@ -115,11 +115,25 @@ def preference_dataset(path: Path, label: str) -> list[dict[str, Any]]:
 ITEM_COLUMN = "openft_item"
 
 
+def _text(content: Any) -> str:
+    """A message's content as text: content parts' texts joined (a text model's prompt)."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
 def prompt_dataset(path: Path, label: str) -> list[dict[str, Any]]:
-    """Rows for GRPO: `prompt` (the messages, ending with the user's) and the item."""
+    """Rows for GRPO: `prompt` (the messages, ending with the user's) and the item.
+
+    Each message becomes `role` and text `content`: one shape for every row, as the
+    dataset's columnar storage needs (a string in one row and content parts in another
+    cannot share a column)."""
     return [
         {
-            "prompt": example["messages"],
+            "prompt": [
+                {"role": str(m.get("role")), "content": _text(m.get("content"))}
+                for m in example["messages"]
+            ],
             ITEM_COLUMN: json.dumps({k: v for k, v in example.items() if k != "messages"}),
         }
         for example in read_jsonl(path, label)
