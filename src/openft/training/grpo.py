@@ -45,7 +45,7 @@ from openft.training.run import (
     _load_model,
     _load_tokenizer,
     _round,
-    _targets,
+    lora_config,
     per_device_batch,
 )
 from openft.training.spec import TrainingSpec
@@ -235,19 +235,6 @@ def grpo_arguments(
     )
 
 
-def _lora(spec: TrainingSpec) -> Any:
-    from peft import LoraConfig
-
-    hyper = spec.hyperparameters
-    return LoraConfig(
-        r=hyper.lora_rank,
-        lora_alpha=hyper.lora_alpha,
-        lora_dropout=hyper.lora_dropout,
-        target_modules=_targets(hyper.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
 def train_grpo(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     import torch
     from datasets import Dataset
@@ -267,6 +254,8 @@ def train_grpo(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     )
     args = GRPOConfig(**grpo_arguments(spec, group, len(train_rows), bool(valid_rows)))
     model = _load_model(spec)
+    if spec.start_adapter is not None:  # a job on a fine-tuned model: its adapter goes on
+        reporter.send(Log(message="Continuing to train the fine-tuned model's LoRA adapter"))
     callback = _reporting(spec, reporter, group)
     trainer: Any = GRPOTrainer(
         model=model,
@@ -275,7 +264,7 @@ def train_grpo(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(valid_rows) if valid_rows else None,
         processing_class=tokenizer,
-        peft_config=_lora(spec),
+        peft_config=lora_config(spec),
         callbacks=[callback],
     )
     callback.trainer = trainer
