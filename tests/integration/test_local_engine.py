@@ -23,7 +23,7 @@ HELLO = [ChatMessage("user", "hello")]
 GREEDY_LONG = Sampling(max_tokens=300, temperature=0)
 
 
-def random_adapter(base: Path, target: Path, seed: int) -> Path:
+def random_adapter(base: Path, target: Path, seed: int, dora: bool = False) -> Path:
     """A LoRA adapter with random (not zero) weights: it changes the base's answers."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -31,7 +31,9 @@ def random_adapter(base: Path, target: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_dora=dora
+    )
     get_peft_model(model, config).save_pretrained(str(target))
     return target
 
@@ -170,6 +172,29 @@ async def test_a_prompt_longer_than_any_context_is_refused_untokenized(tiny_mode
         await engine.aclose()
 
 
+async def together_and_alone(
+    engine: LocalEngine, asks: list[tuple[ServedModel, list[ChatMessage]]], sampling: Sampling
+) -> tuple[list[tuple[str, Usage]], list[tuple[str, Usage]], int]:
+    """Each request's answer alone, then all of them admitted together in one turn, and
+    the forward passes that took."""
+    alone = [await collect(engine.generate(m, messages, sampling)) for m, messages in asks]
+    # Hold the scheduler until all are submitted: they are admitted together.
+    hold = threading.Event()
+
+    def wait() -> None:
+        hold.wait()
+
+    engine._submit(wait)
+    runs = [asyncio.ensure_future(collect(engine.generate(m, msgs, sampling))) for m, msgs in asks]
+    deadline = time.monotonic() + 10
+    while engine._inbox.qsize() < len(asks) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    passes = engine.forward_passes
+    hold.set()
+    together = await asyncio.gather(*runs)
+    return alone, together, engine.forward_passes - passes
+
+
 async def test_a_batch_answers_as_each_request_alone(adapters: list[ServedModel]) -> None:
     # Greedy answers of the base and two adapters, prompts of different lengths (so the
     # batch is padded) and n=2, are the same tokens admitted together (one batch: its
@@ -184,26 +209,38 @@ async def test_a_batch_answers_as_each_request_alone(adapters: list[ServedModel]
     ]
     greedy = Sampling(max_tokens=12, temperature=0, n=2)
     try:
-        alone = [await collect(engine.generate(m, messages, greedy)) for m, messages in asks]
-        # Hold the scheduler until all four are submitted: they are admitted together.
-        hold = threading.Event()
-
-        def wait() -> None:
-            hold.wait()
-
-        engine._submit(wait)
-        runs = [
-            asyncio.ensure_future(collect(engine.generate(m, msgs, greedy))) for m, msgs in asks
-        ]
-        deadline = time.monotonic() + 10
-        while engine._inbox.qsize() < len(asks) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        passes = engine.forward_passes
-        hold.set()
-        together = await asyncio.gather(*runs)
-        assert engine.forward_passes - passes <= 12  # one batch: not one pass per sequence
+        alone, together, passes = await together_and_alone(engine, asks, greedy)
+        assert passes <= 12  # one batch: not one pass per sequence
     finally:
         await engine.aclose()
     assert together == alone
     texts = {text for text, _ in alone}
     assert len(texts) >= 3  # the adapters changed the answers: each row used its own
+
+
+async def test_adapters_peft_cannot_mix_are_batched_one_adapter_at_a_time(
+    adapters: list[ServedModel], tmp_path: Path
+) -> None:
+    # peft refuses DoRA adapters in a mixed batch: the engine then runs one batch per
+    # adapter on that base, and the answers are still each request's alone.
+    source = Path(adapters[0].base.source)
+    dora = ServedModel(
+        "ft:tiny:p::ftjob-dora",
+        adapters[0].base,
+        str(random_adapter(source, tmp_path / "dora", 7, dora=True)),
+    )
+    engine = LocalEngine(memory_budget_bytes=1 << 30)
+    asks = [
+        (dora, [ChatMessage("user", "hello")]),
+        (adapters[0], [ChatMessage("user", "hello there, adapter")]),
+        (ServedModel("tiny", adapters[0].base), [ChatMessage("user", "hi")]),
+    ]
+    try:
+        alone, together, passes = await together_and_alone(
+            engine, asks, Sampling(max_tokens=6, temperature=0)
+        )
+        assert passes > 6  # not one batch: a pass per adapter and turn
+    finally:
+        await engine.aclose()
+    assert together == alone
+    assert len({text for text, _ in alone}) == 3

@@ -474,9 +474,14 @@ class LocalEngine(Engine):
             base.model.base_model.enable_adapter_layers()
             base.enabled = True
         names = [s.adapter or "__base__" for s in batch]
+        if base.mixed is None and not _mixable(base.model, adapters):
+            base.mixed = False
+        if base.mixed is False:
+            raise _Unmixable()
         try:
             out = base.model(**inputs, adapter_names=names)
         except (ValueError, TypeError) as exc:
+            _drop_adapter_name_hooks(base.model)
             if base.mixed is not None:
                 raise
             log.info("Adapters on %s are not batched together: %s", base.name, exc)
@@ -657,6 +662,33 @@ def _yield_to_the_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
     except OSError:  # not allowed here: the default priority is correct, only slower
         log.debug("could not lower the serving thread's priority", exc_info=True)
+
+
+def _mixable(model: Any, adapters: set[str | None]) -> bool:
+    """Whether peft can run these adapters in one batch (it refuses DoRA, LoRA on
+    parameters and activated LoRA there)."""
+    for key in adapters - {None}:
+        config = model.peft_config[key]
+        if (
+            getattr(config, "use_dora", False)
+            or getattr(config, "target_parameters", None)
+            or getattr(config, "alora_invocation_tokens", None)
+        ):
+            return False
+    return True
+
+
+def _drop_adapter_name_hooks(model: Any) -> None:
+    """Remove the hooks peft registered for a mixed batch whose forward raised: its
+    context manager removes them only when the forward returns, and left in place they
+    would pass that batch's adapter names to every later forward."""
+    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if getattr(hook, "func", None) is _adapter_names_pre_forward_hook:
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
 def _deliver(items: list[tuple[_Request, Item]]) -> None:
