@@ -219,12 +219,13 @@ def test_rft_jobs_are_checked_at_creation_and_files_by_the_method_using_them(
     model_grader = {
         "type": "score_model",
         "name": "judge",
-        "model": "tiny",
+        "model": "ft:tiny:nobody::ftjob-nope",
         "input": [{"role": "user", "content": "Score {{sample.output_text}}"}],
     }
     with pytest.raises(openai.BadRequestError) as refused:
         create(reinforcement(model_grader))
-    assert refused.value.code == "unsupported_grader"
+    assert refused.value.code == "model_not_found"
+    assert refused.value.body["param"] == "method.reinforcement.grader.model"  # type: ignore[index]
 
     # A grader reading a field the rows lack (a job made by the CLI): the job fails
     # validation, naming the line.
@@ -262,3 +263,39 @@ def test_rft_jobs_are_checked_at_creation_and_files_by_the_method_using_them(
     )
     assert job.status == "failed" and job.error is not None
     assert "line 1: the last message must be a user message" in job.error.message
+
+
+def test_an_rft_job_is_graded_by_a_model_the_server_serves(
+    client: OpenAI,  # noqa: F811
+    trainer: Server,  # noqa: F811
+) -> None:
+    """A score_model grader in training calls the server's own chat completions, as the
+    job's project, through the worker (the untrained tiny model's replies are no score:
+    each one is graded 0 with model_grader_parse_error, never a server error)."""
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "tiny",
+        "input": [{"role": "user", "content": "Score 0 to 1: {{sample.output_text}}"}],
+        "range": [0, 1],
+        "sampling_params": {"max_completions_tokens": 4, "temperature": 0},
+    }
+    grader = {
+        "type": "multi",
+        "name": "both",
+        "graders": {"judge": judge, "says_is": GRADER},
+        "calculate_output": "judge + says_is",
+    }
+    train = upload(client, prompt_file(10, keyword="is"), "judged.jsonl")
+    hyper = {"n_epochs": 1, "batch_size": 5, "compute_multiplier": 1, "max_length": 16}
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=train, seed=3, method=reinforcement(grader, hyper)
+    )
+    done, _ = finish(client, job.id, timeout=600)
+    assert done.status == "succeeded", done.error
+    steps = [e.data for e in events(client, job.id) if e.type == "metrics"]
+    assert steps
+    for data in steps:
+        assert set(data["scores"]) == {"judge", "says_is"}
+        assert data["errors"]["model_grader_parse_error"] > 0
+        assert data["errors"]["model_grader_server_error"] == 0

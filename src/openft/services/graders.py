@@ -90,6 +90,23 @@ class GraderService:
         result = await grade(grader, sample, dict(item or {}), models, self.sandbox)
         return run_response(result)
 
+    async def call_model(
+        self,
+        project_id: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        sampling: dict[str, Any],
+        response_format: dict[str, Any] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """A model grader's call made by a reinforcement job's trainer, as its project:
+        (the reply's text, its usage); a model the project may not call is a 400."""
+        try:
+            return await ServedModels(self._inference, project_id)(
+                model, messages, sampling, response_format
+            )
+        except ModelCallError as exc:
+            raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
+
     async def _check_models(self, project_id: str, grader: Grader, param: str) -> None:
         if isinstance(grader, MultiGrader):
             for name, sub in grader.graders.items():

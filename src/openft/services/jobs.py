@@ -41,44 +41,29 @@ from openft.store.interface import Store, Transaction
 S = JobStatus
 MAX_SEED = 2_147_483_647
 GRADER_PARAM = "method.reinforcement.grader"
-# Graders that call a model: a trainer has no way to openft's chat completions yet.
-MODEL_GRADERS = frozenset({"score_model", "label_model"})
 
 
-def _model_grader(raw: Any, param: str) -> str | None:
-    """The param of the first model grader in `raw` (inside a multi grader too), if any."""
-    if not isinstance(raw, dict):
-        return None
-    if raw.get("type") in MODEL_GRADERS:
-        return param
-    graders = raw.get("graders") if raw.get("type") == "multi" else None
-    named = graders.items() if isinstance(graders, dict) else enumerate(graders or [])
-    for key, inner in named:
-        found = _model_grader(inner, f"{param}.graders.{key}")
-        if found:
-            return found
-    return None
-
-
-def check_grader(method: Method) -> None:
+def check_grader(method: Method) -> list[tuple[str, str]]:
     """A reinforcement method's grader, checked as `openft.graders` reads it (a 400 naming
-    the field), and refused if training cannot call it."""
+    the field); returns the models its model graders call, each with its param."""
     if method.type is not MethodType.REINFORCEMENT:
-        return
+        return []
     # Imported here: the graders' libraries (nltk, rouge-score, …) load only for RFT jobs.
     from openft.graders import parse as parse_grader
+    from openft.graders.spec import Grader, ModelGrader, MultiGrader
 
     assert method.grader is not None, "resolve_method requires a reinforcement grader"
-    parse_grader(method.grader, param=GRADER_PARAM)
-    model = _model_grader(method.grader, GRADER_PARAM)
-    if model is not None:
-        raise InvalidRequest(
-            "Model graders (score_model, label_model) are not supported in reinforcement "
-            "fine-tuning on this server yet: the trainer cannot call a model while it trains. "
-            "Use string_check, text_similarity, python or multi.",
-            param=model,
-            code="unsupported_grader",
-        )
+
+    def models(grader: Grader, param: str) -> list[tuple[str, str]]:
+        if isinstance(grader, MultiGrader):
+            return [
+                found
+                for name, inner in grader.graders.items()
+                for found in models(inner, f"{param}.graders.{name}")
+            ]
+        return [(grader.model, f"{param}.model")] if isinstance(grader, ModelGrader) else []
+
+    return models(parse_grader(method.grader, param=GRADER_PARAM), GRADER_PARAM)
 
 
 def method_rules(method: Method) -> MethodRules | None:
@@ -186,7 +171,9 @@ class JobService:
         base model, or a fine-tuned model or checkpoint it goes on training."""
         self._models.trainable(principal.project_id, request.model)
         method = resolve_method(request.hyperparameters, request.method)
-        check_grader(method)
+        for model, param in check_grader(method):
+            # Model graders call the server's chat completions as the job's project.
+            self._models.callable(principal.project_id, model, param)
         if request.integrations:
             raise InvalidRequest(
                 "Integrations are not supported by this server.", param="integrations"

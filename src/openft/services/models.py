@@ -109,6 +109,14 @@ class ModelService:
                 code="model_not_available",
             ) from None
 
+    def callable(self, project_id: str, name: str, param: str) -> None:
+        """A 400 at `param` unless the project may call the model `name` (a grader's)."""
+        try:
+            with self._db.read() as tx:
+                self.start(tx, project_id, name)
+        except (NotFound, ModelUnavailable) as exc:
+            raise InvalidRequest(exc.message, param=param, code="model_not_found") from None
+
     def start(self, tx: Transaction, project_id: str, name: str) -> Start:
         """Resolve a model name for the project, in the caller's transaction (a 404 for a
         model it may not see, a 503 when its base model is not offered now)."""

@@ -498,6 +498,11 @@ class WorkerService:
             raise NotFound(f"File {file_id} is not an input of job {job_id}.", param="file_id")
         return self._files.blob(file_id)
 
+    def project_of(self, job_id: str, worker_id: str) -> str:
+        """The project of a job this worker holds (whose models its graders may call)."""
+        with self._db.read() as tx:
+            return self._held(tx, job_id, worker_id).project_id
+
     def start_archive(self, job_id: str, worker_id: str) -> Blob:
         """The adapter a job goes on training (a fine-tuned model's, or a checkpoint's
         directory), as the job's project may still use it."""

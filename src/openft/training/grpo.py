@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from openft.domain.hyperparameters import generations
-from openft.graders import Grader, Sample, grade_batch
+from openft.graders import Grader, ModelCaller, Sample, grade_batch
 from openft.graders import parse as parse_grader
 from openft.training import distributed
 from openft.training.data import ITEM_COLUMN, prompt_dataset
 from openft.training.distributed import Group
 from openft.training.errors import TrainingError
+from openft.training.grader_calls import ServerModels
 from openft.training.protocol import (
     CheckpointSaved,
     Done,
@@ -82,16 +83,23 @@ class Rewards:
 
     __name__ = "grader"  # TRL names a reward function's metrics after it
 
-    def __init__(self, grader: Grader, response_format: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        grader: Grader,
+        response_format: dict[str, Any] | None,
+        models: ModelCaller | None = None,
+    ) -> None:
         self.grader = grader
         self.response_format = response_format
+        # Where model graders' calls go (the worker's server), if the grader has any.
+        self.models = models
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         items = [json.loads(raw) for raw in columns[ITEM_COLUMN]]
         samples = [_sample(completion_text(c), self.response_format) for c in completions]
-        results = grade_batch(self.grader, samples, items)
+        results = grade_batch(self.grader, samples, items, self.models)
         log_metric = columns.get("log_metric")
         if log_metric is not None and results:
             scores: dict[str, list[float]] = defaultdict(list)
@@ -259,7 +267,7 @@ def train_grpo(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     callback = _reporting(spec, reporter, group)
     trainer: Any = GRPOTrainer(
         model=model,
-        reward_funcs=[Rewards(grader, spec.response_format)],
+        reward_funcs=[Rewards(grader, spec.response_format, ServerModels.from_environment())],
         args=args,
         train_dataset=Dataset.from_list(train_rows),
         eval_dataset=Dataset.from_list(valid_rows) if valid_rows else None,

@@ -18,6 +18,9 @@ from openft.domain.entities import Control, EventLevel
 
 FD_ENV = "OPENFT_PROTOCOL_FD"
 PATH_ENV = "OPENFT_PROTOCOL_PATH"
+# Where a reinforcement job's model graders call, and with which headers (JSON: {"url",
+# "headers"}; the worker's key among them, so in the environment, never in the spec file).
+GRADER_CALL_ENV = "OPENFT_GRADER_CALL"
 
 
 class Log(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from openft.domain.entities import Control, EventDraft, JobError
 from openft.domain.errors import LeaseLost
+from openft.training.protocol import GRADER_CALL_ENV
 from openft.wire import FineTuningJob, FineTuningJobCheckpoint
 from openft.worker.protocol import (
     WORKER_HEADER,
@@ -90,6 +92,13 @@ class WorkerClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def grader_calls(self, job_id: str) -> dict[str, str]:
+        """The environment a reinforcement job's trainer calls model graders with: this
+        worker's route for them, and its credentials."""
+        url = str(self._http.base_url.join(f"jobs/{job_id}/grader/calls"))
+        headers = {name: self._http.headers[name] for name in ("Authorization", WORKER_HEADER)}
+        return {GRADER_CALL_ENV: json.dumps({"url": url, "headers": headers})}
 
     def _call(self, call: str, send: Callable[[], httpx.Response]) -> httpx.Response:
         """Send; retry transient trouble with backoff for `retry_seconds`. Raise

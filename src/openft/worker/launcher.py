@@ -26,6 +26,7 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -63,9 +64,12 @@ class Launcher(Protocol):
         """How many processes train each job (the group size the trainer checks)."""
         ...
 
-    def start(self, spec: Path, directory: Path, log: Path) -> RunningTrainer:
+    def start(
+        self, spec: Path, directory: Path, log: Path, env: Mapping[str, str] | None = None
+    ) -> RunningTrainer:
         """Start the trainer of the spec at `spec`, in `directory` (the attempt's own),
-        its output (every process's) appended to `log`."""
+        its output (every process's) appended to `log`, with `env` added to this
+        process's environment."""
         ...
 
 
@@ -109,10 +113,10 @@ def _release(fds: list[int], fifo: Path | None) -> None:
         fifo.unlink(missing_ok=True)
 
 
-def _environment(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
+def _environment(more: Mapping[str, str] | None, **channel: str) -> dict[str, str]:
+    env = {**os.environ, **(more or {}), **channel}
     # The channel is named by exactly one of these, for this trainer only.
-    for name in {protocol.FD_ENV, protocol.PATH_ENV} - set(extra):
+    for name in {protocol.FD_ENV, protocol.PATH_ENV} - set(channel):
         env.pop(name, None)
     return env
 
@@ -123,14 +127,16 @@ class LocalLauncher:
 
     processes: int = 1
 
-    def start(self, spec: Path, directory: Path, log: Path) -> RunningTrainer:
+    def start(
+        self, spec: Path, directory: Path, log: Path, env: Mapping[str, str] | None = None
+    ) -> RunningTrainer:
         read_fd, write_fd = os.pipe()
         try:
             with open(log, "ab") as output:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "openft.training.run", str(spec)],
                     pass_fds=(write_fd,),
-                    env=_environment(**{protocol.FD_ENV: str(write_fd)}),
+                    env=_environment(env, **{protocol.FD_ENV: str(write_fd)}),
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     cwd=directory,
@@ -150,7 +156,9 @@ class TorchrunLauncher:
 
     processes: int
 
-    def start(self, spec: Path, directory: Path, log: Path) -> RunningTrainer:
+    def start(
+        self, spec: Path, directory: Path, log: Path, env: Mapping[str, str] | None = None
+    ) -> RunningTrainer:
         fifo = directory / "reports.fifo"
         fifo.unlink(missing_ok=True)
         os.mkfifo(fifo, 0o600)
@@ -170,7 +178,7 @@ class TorchrunLauncher:
             with open(log, "ab") as output:
                 process = subprocess.Popen(
                     command,
-                    env=_environment(**{protocol.PATH_ENV: str(fifo)}),
+                    env=_environment(env, **{protocol.PATH_ENV: str(fifo)}),
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     cwd=directory,

@@ -123,3 +123,17 @@ class CompletionMeta(BaseModel):
     """The `meta` field of a completion (its `archive` is the adapter as a tar.gz)."""
 
     trained_tokens: Count
+
+
+class GraderCall(BaseModel):
+    """A reinforcement job's model grader calling a model while the job trains."""
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]]
+    sampling: dict[str, Any] = Field(default_factory=dict)
+    response_format: dict[str, Any] | None = None
+
+
+class GraderReply(BaseModel):
+    text: str
+    usage: dict[str, int]

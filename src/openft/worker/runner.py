@@ -251,8 +251,10 @@ class JobRunner:
     def _run(self) -> None:
         spec = self._prepare()
         spec.write(self.dir / "spec.json")
+        # A reinforcement job's model graders call back through this worker's server.
+        env = self.client.grader_calls(self.job_id) if spec.grader is not None else None
         trainer = self._trainer = self.settings.launcher.start(
-            self.dir / "spec.json", self.dir, self.dir / "trainer.log"
+            self.dir / "spec.json", self.dir, self.dir / "trainer.log", env
         )
         # The threads log with this one's context (the job's id).
         heartbeats = threading.Thread(

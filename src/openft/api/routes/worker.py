@@ -33,6 +33,8 @@ from openft.worker.protocol import (
     CompletionMeta,
     EventBatch,
     Failure,
+    GraderCall,
+    GraderReply,
     Heartbeat,
     HeartbeatReply,
 )
@@ -162,6 +164,21 @@ def checkpoint_archive(
 ) -> StreamingResponse:
     blob = services.worker.checkpoint_archive(job_id, worker_id, checkpoint_id)
     return blob_response(blob, "application/gzip")
+
+
+@router.post(
+    "/jobs/{job_id}/grader/calls", operation_id="workerGraderCall", response_model=GraderReply
+)
+async def grader_call(
+    job_id: str, body: GraderCall, worker_id: Holder, services: ServicesDep
+) -> JSON:
+    """A reinforcement job's model grader, called by its trainer: chat completions as the
+    job's project (the models it may call, nothing else), for the worker holding it."""
+    project_id = await run_in_threadpool(services.worker.project_of, job_id, worker_id)
+    text, usage = await services.graders.call_model(
+        project_id, body.model, body.messages, body.sampling, body.response_format
+    )
+    return _reply(GraderReply(text=text, usage=usage))
 
 
 @router.get("/jobs/{job_id}/start/archive", operation_id="workerGetStartAdapter")
