@@ -24,12 +24,12 @@ from pathlib import Path
 
 from playwright.sync_api import Request, sync_playwright
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope
 from openft.settings import Settings
 from openft.store.database import sqlite_url
 from openft.testing import queued_job
 from openft.testing.server import running_server
+from openft.wiring import build_services
 
 CHROMIUM = os.environ.get("OPENFT_CHROMIUM", "/usr/bin/chromium")
 BATCH = 1000

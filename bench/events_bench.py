@@ -45,7 +45,6 @@ import httpx
 import orjson
 from sqlalchemy import text
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope, Principal
 from openft.domain.ids import event_id
 from openft.services.container import Services
@@ -55,6 +54,7 @@ from openft.store.database import Database, sqlite_url
 from openft.testing.data import chat_file
 from openft.testing.databases import create_postgres_database, drop_postgres_database
 from openft.testing.server import free_port
+from openft.wiring import build_services
 
 BATCH = 1000
 PAGE_SAMPLES = 2000

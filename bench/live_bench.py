@@ -34,7 +34,6 @@ from pathlib import Path
 import httpx
 import orjson
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, EventDraft
 from openft.services.jobs import NewJob
 from openft.settings import Settings
@@ -42,6 +41,7 @@ from openft.store.database import Database, make_engine, sqlite_url
 from openft.testing.data import chat_file
 from openft.testing.databases import create_postgres_database, drop_postgres_database
 from openft.testing.server import running_server
+from openft.wiring import build_services
 from openft.worker.runner import FLUSH_SECONDS
 
 SERVER_CPU = 0

@@ -25,7 +25,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, JobStatus, KeyScope
 from openft.domain.webhook_addresses import AllowedHosts
 from openft.services.webhooks import WebhookService, queue_terminal
@@ -37,6 +36,7 @@ from openft.testing.databases import (
     postgres_admin_url,
 )
 from openft.testing.webhook_receivers import Receiver, serving
+from openft.wiring import build_services
 
 POLL_SECONDS = 1.0  # how often the loop looks for due deliveries (the server's default)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, KeyScope, Principal
 from openft.services.container import Services
 from openft.settings import Settings
@@ -23,6 +22,7 @@ from openft.testing.databases import (
     postgres_admin_url,
 )
 from openft.testing.s3 import S3Server, seaweed
+from openft.wiring import build_services
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 SESSION_ENV = "OPENFT_TEST_SESSION"

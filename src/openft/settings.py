@@ -1,6 +1,7 @@
 """Server and worker settings from flags and OPENFT_* environment variables
-(pydantic-settings): plain values only. The CLI's wiring builds what each part needs
-from them. Nothing is read at import time: the CLI builds a `Settings` when a command runs.
+(pydantic-settings): plain values only. The composition root (`openft.wiring`) builds
+what each part needs from them. Nothing is read at import time: the CLI builds a
+`Settings` when a command runs.
 """
 
 from __future__ import annotations

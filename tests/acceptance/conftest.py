@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from openft.cli.wiring import build_services
 from openft.services.container import Services
 from openft.settings import Settings
 from openft.testing.server import Server, running_server
+from openft.wiring import build_services
 from tests.conftest import BACKENDS, _fresh_database
 
 

@@ -18,13 +18,13 @@ import pytest
 from openai import OpenAI
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, EventDraft, EventType, KeyScope
 from openft.settings import Settings
 from openft.store.database import sqlite_url
 from openft.testing import queued_job
 from openft.testing.data import toy_chat_file
 from openft.testing.server import Server, running_server, wait_until
+from openft.wiring import build_services
 
 pytestmark = pytest.mark.slow
 

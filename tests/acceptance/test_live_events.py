@@ -16,11 +16,11 @@ import pytest
 from openai import OpenAI
 from sqlalchemy import make_url
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import EventDraft
 from openft.services.container import Services
 from openft.settings import Settings
 from openft.testing.server import Server, running_server, wait_until
+from openft.wiring import build_services
 from tests.acceptance.helpers import queued_job
 from tests.conftest import _fresh_database
 

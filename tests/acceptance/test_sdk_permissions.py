@@ -12,10 +12,10 @@ import openai
 import pytest
 from openai import OpenAI
 
-from openft.cli.wiring import build_services
 from openft.settings import Settings
 from openft.testing.data import repeat_file
 from openft.testing.server import Server, openft_command, running_server, wait_until
+from openft.wiring import build_services
 from tests.conftest import _fresh_database
 from tests.schemas import assert_valid
 

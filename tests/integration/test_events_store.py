@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, make_url, text
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import EventDraft, EventLevel, EventType, Principal
 from openft.domain.errors import InvalidCursor, NotFound, StoreUnavailable
 from openft.services.container import Services
@@ -22,6 +21,7 @@ from openft.testing.databases import (
     drop_postgres_database,
     postgres_admin_url,
 )
+from openft.wiring import build_services
 from tests.conftest import TINY
 
 

@@ -11,7 +11,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from openft.cli.wiring import build_services
 from openft.domain.errors import SchemaMismatch
 from openft.services.keys import hash_key
 from openft.settings import Settings
@@ -24,6 +23,7 @@ from openft.store.migrate import (
     upgrade,
 )
 from openft.store.schema import metadata
+from openft.wiring import build_services
 
 
 def test_upgrading_an_empty_database_gives_exactly_the_models_schema(database_url: str) -> None:

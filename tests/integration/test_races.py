@@ -25,7 +25,6 @@ from sqlalchemy import Engine, text
 
 from openft import archives
 from openft.api.app import create_app
-from openft.cli.wiring import build_services
 from openft.domain import messages
 from openft.domain.entities import (
     Control,
@@ -44,6 +43,7 @@ from openft.settings import Settings
 from openft.store.database import make_admin_engine
 from openft.store.interface import Store, Transaction
 from openft.testing import queued_job
+from openft.wiring import build_services
 from tests.conftest import TINY
 
 S = JobStatus

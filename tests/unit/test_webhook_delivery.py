@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from openft.cli.wiring import build_services
 from openft.domain import webhooks as signing
 from openft.domain.entities import BaseModel, KeyScope, Principal, WebhookEndpoint
 from openft.domain.webhook_addresses import AllowedHosts
@@ -29,6 +28,7 @@ from openft.services.webhooks import WebhookService
 from openft.settings import Settings
 from openft.testing import queued_job
 from openft.testing.webhook_receivers import Receiver, serving
+from openft.wiring import build_services
 from tests.unit.conftest import Clock
 
 TRY_SECONDS = 2.0

@@ -161,7 +161,7 @@ def serve(
     import uvicorn
 
     from openft.api.app import create_app
-    from openft.cli.wiring import build_services
+    from openft.wiring import build_services
 
     settings = _settings(
         host=host,
@@ -264,7 +264,7 @@ def _loopback(host: str) -> str:
 
 
 def _worker_task(base_url: str, key: str, worker_id: str, settings: Settings) -> Any:
-    from openft.cli.wiring import runner_settings
+    from openft.wiring import runner_settings
     from openft.worker.client import KeyRefused, WorkerClient
     from openft.worker.loop import run_worker
 
@@ -335,7 +335,7 @@ def worker_command(
 @contextlib.contextmanager
 def _admin_services(data_dir: Path | None, database_url: str | None) -> Iterator[Services]:
     """The services over the database the flags name, for one administrative command."""
-    from openft.cli.wiring import build_services
+    from openft.wiring import build_services
 
     try:
         services = build_services(_settings(data_dir=data_dir, database_url=database_url), [])
@@ -432,9 +432,9 @@ def demo() -> None:
 @db_app.command("upgrade")
 def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     """Upgrade the database schema to this openft's revision (never drops data)."""
-    from openft.cli.wiring import database_url as url_of
     from openft.store.database import make_admin_engine
     from openft.store.migrate import current_revision, head_revision, upgrade
+    from openft.wiring import database_url as url_of
 
     engine = make_admin_engine(url_of(_settings(data_dir=data_dir, database_url=database_url)))
     before = current_revision(engine)

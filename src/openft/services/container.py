@@ -1,4 +1,4 @@
-"""The services of one process, over one database. Built by `openft.cli.wiring`."""
+"""The services of one process, over one database. Built by `openft.wiring`."""
 
 from __future__ import annotations
 

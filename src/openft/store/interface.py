@@ -1,9 +1,10 @@
 """What the services see of storage: a transactional store of records and a blob store.
 
 Services depend on these abstract classes only; the concrete ones (SQL in
-`store.database`, a local directory in `store.local_blobs`) are built by the CLI's
-wiring. Every store method is named for the operation it performs and speaks in domain
-entities and public ids: no database type, row or primary key crosses this line.
+`store.database`, a local directory in `store.local_blobs`) are built by the composition
+root, `openft.wiring`. Every store method is named for the operation it performs and
+speaks in domain entities and public ids: no database type, row or primary key crosses
+this line.
 """
 
 from __future__ import annotations

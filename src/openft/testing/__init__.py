@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from openft.cli.wiring import build_services
 from openft.domain.entities import BaseModel, Principal
 from openft.services.clock import Clock, system_clock
 from openft.services.container import Services
 from openft.services.jobs import NewJob
 from openft.settings import Settings
 from openft.testing.data import chat_file
+from openft.wiring import build_services
 
 MEMORY_DATABASE = "sqlite://"
 
