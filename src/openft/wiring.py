@@ -1,4 +1,5 @@
-"""The one place where concrete stores, services and workers are built from settings."""
+"""The composition root: the one place where concrete stores, services and workers are
+built from settings (for the CLI, the tests and the benchmarks alike)."""
 
 from __future__ import annotations
 
