@@ -23,9 +23,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
-import os
 import queue
-import sys
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -211,12 +209,15 @@ class LocalEngine(Engine):
     def _run(self) -> None:
         import torch
 
-        _yield_to_the_event_loop()
         with torch.inference_mode():
             while self._take_inbox():
                 self._admit()
                 self._turn()
                 self._flush()
+                # Let the event loop take the GIL between turns: a thread waiting for it
+                # otherwise gets it only after the switch interval (5 ms), and the loop's
+                # work (parsing new requests, sending chunks) is what clients wait on.
+                time.sleep(0)
         closing = ModelUnavailable("The server is shutting down.")
         for request in {id(s.request): s.request for s in self._active}.values():
             request.emit(closing)
@@ -646,22 +647,6 @@ class LocalEngine(Engine):
         self._lru.pop((base_name, key), None)
         _release_memory()
         log.info("Unloaded adapter %s from %s (%s)", name, base_name, why)
-
-
-def _yield_to_the_event_loop() -> None:
-    """Lower this thread's CPU priority below the event loop's (Linux: per thread).
-
-    Decoding is bulk work; the event loop's is short and on every client's path (a new
-    request's parsing, every streamed chunk). Where they share a core, the loop then
-    runs first and the scheduler takes the rest, instead of each getting half: three
-    requests sent together are parsed and admitted together, before the next decoding
-    turns. Elsewhere nothing changes."""
-    if sys.platform != "linux":
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except OSError:  # not allowed here: the default priority is correct, only slower
-        log.debug("could not lower the serving thread's priority", exc_info=True)
 
 
 def _mixable(model: Any, adapters: set[str | None]) -> bool:
