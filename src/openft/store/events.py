@@ -11,6 +11,7 @@ import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
     and_,
@@ -258,12 +259,24 @@ class EventQueries:
         sees a gap-free sequence."""
         if not drafts:
             return []
-        self.appended.add(job_id)
-        self.appended_count += len(drafts)
         reserve = _RESERVE_NOTIFY if self.notify else _RESERVE
         pk, last, event_key = self._conn.execute(
             reserve, {"job_id": job_id, "count": len(drafts)}
         ).one()[:3]
+        return self._insert(job_id, pk, last, event_key, drafts, now)
+
+    def _insert(
+        self,
+        job_id: str,
+        pk: int,
+        last: int,
+        event_key: str,
+        drafts: Sequence[EventDraft],
+        now: int,
+    ) -> list[Event]:
+        """Insert `drafts` as the job's events numbered up to `last` (reserved)."""
+        self.appended.add(job_id)
+        self.appended_count += len(drafts)
         first = last - len(drafts) + 1
         events = [
             Event(
@@ -320,17 +333,25 @@ class EventQueries:
         drafts: Sequence[EventDraft],
     ) -> list[Event] | None:
         """The job's row first, as a compare-and-set on the holder and the batch number:
-        only if it wins (and then holds the row until commit) are the events appended."""
+        only if it wins (and then holds the row until commit) are the events appended.
+        With events, the same statement reserves their sequence numbers (and notifies,
+        on PostgreSQL): one round trip for the row where two were, for every report."""
+        cas = update(jobs).where(held_by(job_id, worker_id), jobs.c.worker_batch < batch)
+        held = {"worker_batch": batch, "reported_step": reported_step}
+        held |= {"heartbeat_at": now, "updated_at": now}
+        if not drafts:
+            return [] if self._conn.execute(cas.values(held)).rowcount == 1 else None
+        returning: list[ColumnElement[Any]] = [jobs.c.pk, jobs.c.last_event_seq, jobs.c.event_key]
+        if self.notify:
+            returning.append(func.pg_notify(EVENTS_CHANNEL, jobs.c.id))
         won = self._conn.execute(
-            update(jobs)
-            .where(held_by(job_id, worker_id), jobs.c.worker_batch < batch)
-            .values(
-                worker_batch=batch, reported_step=reported_step, heartbeat_at=now, updated_at=now
+            cas.values({**held, "last_event_seq": jobs.c.last_event_seq + len(drafts)}).returning(
+                *returning
             )
-        ).rowcount
-        if won != 1:
+        ).one_or_none()
+        if won is None:
             return None
-        return self.append_events(job_id, drafts, now)
+        return self._insert(job_id, won[0], won[1], won[2], drafts, now)
 
     def event_log(self, job_id: str, project_id: str | None = None) -> EventLog | None:
         row = self._conn.execute(_LOG, {"job_id": job_id}).one_or_none()
