@@ -33,12 +33,10 @@ from openft.training.errors import TrainingError
 from openft.training.grader_calls import ServerModels
 from openft.training.protocol import (
     CheckpointSaved,
-    Done,
     Log,
     Metrics,
     Progress,
     Reporter,
-    Stopped,
 )
 from openft.training.run import (
     _callback,
@@ -48,6 +46,7 @@ from openft.training.run import (
     _round,
     lora_config,
     per_device_batch,
+    run_to_the_end,
 )
 from openft.training.spec import TrainingSpec
 
@@ -275,23 +274,11 @@ def train_grpo(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
         peft_config=lora_config(spec),
         callbacks=[callback],
     )
-    callback.trainer = trainer
-    reporter.send(
-        Log(
-            message=f"Training on {trainer.args.device}"
-            if group.size == 1
-            else group.describe(spec.distributed)
-        )
-    )
-    trainer.train(resume_from_checkpoint=spec.resume_from)
-    if callback.stopped:
-        reporter.send(Stopped(reason=callback.stopped))
-        return
-    adapter = Path(spec.output_dir) / "adapter"
-    trainer.save_model(str(adapter))
-    distributed.barrier(group)
-    if group.leader:
-        (adapter / "training_args.bin").unlink(missing_ok=True)
-    reporter.send(
-        Done(trained_tokens=int(trainer.state.num_input_tokens_seen), adapter=str(adapter))
+    run_to_the_end(
+        spec,
+        reporter,
+        group,
+        trainer,
+        callback,
+        lambda: int(trainer.state.num_input_tokens_seen),
     )

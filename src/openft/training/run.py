@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -410,6 +411,20 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
         peft_config=lora_config(spec),
         callbacks=[callback],
     )
+    epochs = int(hyper.n_epochs)
+    run_to_the_end(spec, reporter, group, trainer, callback, lambda: tokens_per_epoch * epochs)
+
+
+def run_to_the_end(
+    spec: TrainingSpec,
+    reporter: Reporter,
+    group: Group,
+    trainer: Any,
+    callback: Any,
+    trained_tokens: Callable[[], int],
+) -> None:
+    """Train (on from the attempt's checkpoint, if any), then report how it ended:
+    stopped as a control request asked, or done, with the adapter saved."""
     callback.trainer = trainer
     reporter.send(
         Log(
@@ -428,8 +443,7 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
     distributed.barrier(group)
     if group.leader:
         (adapter / "training_args.bin").unlink(missing_ok=True)
-    epochs = int(hyper.n_epochs)
-    reporter.send(Done(trained_tokens=tokens_per_epoch * epochs, adapter=str(adapter)))
+    reporter.send(Done(trained_tokens=trained_tokens(), adapter=str(adapter)))
 
 
 def _targets(value: str) -> str | list[str]:
