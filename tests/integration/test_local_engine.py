@@ -239,8 +239,9 @@ async def test_adapters_peft_cannot_mix_are_batched_one_adapter_at_a_time(
         alone, together, passes = await together_and_alone(
             engine, asks, Sampling(max_tokens=6, temperature=0)
         )
-        assert passes > 6  # not one batch: a pass per adapter and turn
     finally:
         await engine.aclose()
+    # Not one batch (a pass a token, one more for an end-of-turn token): one per adapter.
+    assert passes > max(usage.completion_tokens for _, usage in together) + 1
     assert together == alone
     assert len({text for text, _ in alone}) == 3
