@@ -10,7 +10,11 @@ Prints:
   that wakes other processes' followers.
 
 Usage: python bench/live_bench.py [--backend postgres|sqlite] [--followers 1000]
-       [--jobs 10] [--rate 10] [--seconds 15]
+       [--jobs 10] [--rate 10] [--seconds 15] [--baseline-src OLD/src] [--rounds 1]
+       [--no-commits]
+--baseline-src serves another tree's openft first (an earlier commit's `src`, from
+`git archive`), then this tree's, each on a fresh database, back to back in one run;
+--rounds alternates such pairs, as the machine's load drifts.
 Events arrive as a worker's reports (POST /v1/worker/jobs/{id}/events, a batch every
 0.5 s as openft's worker sends them), which the server commits itself: its followers are
 woken in-process; on PostgreSQL other API processes would hear of them through
@@ -258,17 +262,8 @@ def raise_open_files_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
 
-def main() -> None:
-    raise_open_files_limit()
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
-    parser.add_argument("--followers", type=int, default=1000)
-    parser.add_argument("--jobs", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=10)
-    parser.add_argument("--seconds", type=float, default=15)
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, src: str | None) -> None:
+    """One run on a fresh database, served by this tree's openft or by `src`'s."""
     work = Path(tempfile.mkdtemp(prefix="openft-live-bench-"))
     admin = None
     if args.backend == "postgres":
@@ -278,8 +273,9 @@ def main() -> None:
         url = create_postgres_database(admin)
     else:
         url = sqlite_url(work)
+    env = {"PYTHONPATH": src} if src else None  # another tree's openft: a baseline
     try:
-        with running_server(url, work, "tiny=/nonexistent/tiny") as server:
+        with running_server(url, work, "tiny=/nonexistent/tiny", env=env) as server:
             pin(server.process.pid, SERVER_CPU)
             worker_key = server.new_key("bench-workers", scope="worker")
             headers = {"Authorization": f"Bearer {server.key}"}
@@ -309,7 +305,7 @@ def main() -> None:
                     server.base_url, server.key, worker_key, job_ids, args, server.process.pid
                 )
             )
-        if admin is not None:
+        if admin is not None and src is None and not args.no_commits:
             with_notify = commits_per_second(url, work, notify=True)
             without = commits_per_second(url, work, notify=False)
             print(
@@ -319,6 +315,32 @@ def main() -> None:
     finally:
         if admin is not None:
             drop_postgres_database(admin, url)
+
+
+def main() -> None:
+    raise_open_files_limit()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backend", default="postgres", choices=["postgres", "sqlite"])
+    parser.add_argument("--followers", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument(
+        "--baseline-src", help="first serve openft from this src/ directory, then this tree's"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="baseline/now pairs, alternated")
+    parser.add_argument(
+        "--no-commits", action="store_true", help="skip PostgreSQL's commits/s measure"
+    )
+    args = parser.parse_args()
+    for _ in range(args.rounds):
+        if args.baseline_src:
+            print(f"-- baseline: {args.baseline_src}", flush=True)
+            measure(args, args.baseline_src)
+            print("-- now: this tree", flush=True)
+        measure(args, None)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
+import sqlalchemy
 
 from openft.domain.entities import EventDraft, Principal
 from openft.domain.errors import InvalidRequest, LeaseLost
@@ -113,3 +115,54 @@ async def test_a_report_the_database_refuses_fails_alone(
     assert isinstance(refused, InvalidRequest) and applied is True
     assert reported(services, principal, a) == ["Step 1/10"]
     assert reported(services, principal, b) == ["Step 1/10"]
+
+
+async def test_a_transactions_reports_insert_their_events_in_one_statement(
+    services: Services, principal: Principal
+) -> None:
+    a, b, c = running(services, principal, 3)
+    apply = Gated(services)
+    writer = ReportWriter(services.db, apply)
+    first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
+    await asyncio.sleep(0.1)  # the writer holds it at the gate; the others gather
+    inserts: list[int] = []  # the rows of each INSERT into job_events
+
+    def count(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO JOB_EVENTS"):
+            inserts.append(len(params) if many else 1)
+
+    engine = services.db.engine  # type: ignore[attr-defined]
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        waiting = [
+            asyncio.ensure_future(writer.write(job, "w", batch, [metrics(batch)]))
+            for job, batch in ((b, 1), (c, 1), (b, 2), (c, 2))
+        ]
+        await asyncio.sleep(0.1)
+        apply.gate.set()
+        assert await first is True
+        assert await asyncio.gather(*waiting) == [True] * 4
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    assert inserts == [1, 4]  # the first report's transaction, then the four's
+    assert reported(services, principal, b) == ["Step 1/10", "Step 2/10"]
+    assert reported(services, principal, c) == ["Step 1/10", "Step 2/10"]
+
+
+def test_events_a_transaction_recorded_are_read_in_it(
+    services: Services, principal: Principal
+) -> None:
+    (job_id,) = running(services, principal, 1)
+    with services.db.write() as tx:
+        recorded = tx.record_event_batch(
+            job_id, "w", 1, batch=1, reported_step=1, drafts=[metrics(1)]
+        )
+        assert recorded is not None
+        # Read in the same transaction: its events are inserted before any read of them.
+        since = tx.read_events_since(job_id, after_seq=0, limit=100)
+        newest = tx.read_events(job_id, before_seq=None, limit=1)
+        assert since is not None and since[1].items[-1] == recorded[-1]
+        assert newest is not None and newest[1].items == [recorded[-1]]
+    assert reported(services, principal, job_id) == ["Step 1/10"]

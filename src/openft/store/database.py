@@ -152,6 +152,7 @@ class Database(Store):
                 with conn.begin():
                     tx = SqlTransaction(conn, notify=self._notify)
                     yield tx
+                    tx.flush_events()  # reports' events, all in one statement
             if tx.appended:
                 with self._count_lock:  # commits end in many threads at once
                     self.events_appended += tx.appended_count

@@ -252,6 +252,11 @@ class EventQueries:
     appended: set[str]
     appended_count: int
     notify: bool
+    # Rows of reports' events not yet inserted: a transaction of many reports (the
+    # report writer's) inserts all their events in one statement as it ends
+    # (`flush_events`), not one statement a report; any read of events in the same
+    # transaction flushes them first.
+    _deferred_rows: list[tuple[Any, ...]] | None = None
 
     def append_events(self, job_id: str, drafts: Sequence[EventDraft], now: int) -> list[Event]:
         """One statement for the whole batch. Sequence numbers are reserved under the job
@@ -263,9 +268,11 @@ class EventQueries:
         pk, last, event_key = self._conn.execute(
             reserve, {"job_id": job_id, "count": len(drafts)}
         ).one()[:3]
-        return self._insert(job_id, pk, last, event_key, drafts, now)
+        events, rows = self._numbered(job_id, pk, last, event_key, drafts, now)
+        self._write_rows(rows)
+        return events
 
-    def _insert(
+    def _numbered(
         self,
         job_id: str,
         pk: int,
@@ -273,8 +280,8 @@ class EventQueries:
         event_key: str,
         drafts: Sequence[EventDraft],
         now: int,
-    ) -> list[Event]:
-        """Insert `drafts` as the job's events numbered up to `last` (reserved)."""
+    ) -> tuple[list[Event], list[tuple[Any, ...]]]:
+        """`drafts` as the job's events numbered up to `last` (reserved), and their rows."""
         self.appended.add(job_id)
         self.appended_count += len(drafts)
         first = last - len(drafts) + 1
@@ -302,13 +309,21 @@ class EventQueries:
             )
             for event in events
         ]
+        return events, rows
+
+    def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         if self._conn.dialect.name == "postgresql" and len(rows) > COPY_FROM_ROWS:
             self._copy_rows(rows)
         else:
             self._conn.execute(
                 _INSERT, [dict(zip(_INSERT_COLUMNS, row, strict=True)) for row in rows]
             )
-        return events
+
+    def flush_events(self) -> None:
+        """Insert the reports' events deferred so far (see `_deferred_rows`)."""
+        rows, self._deferred_rows = self._deferred_rows, None
+        if rows:
+            self._write_rows(rows)
 
     def _copy_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """PostgreSQL's COPY: more than twice the rate of a multi-row INSERT for a big
@@ -351,7 +366,11 @@ class EventQueries:
         ).one_or_none()
         if won is None:
             return None
-        return self._insert(job_id, won[0], won[1], won[2], drafts, now)
+        events, rows = self._numbered(job_id, won[0], won[1], won[2], drafts, now)
+        if self._deferred_rows is None:
+            self._deferred_rows = []
+        self._deferred_rows.extend(rows)
+        return events
 
     def event_log(self, job_id: str, project_id: str | None = None) -> EventLog | None:
         row = self._conn.execute(_LOG, {"job_id": job_id}).one_or_none()
@@ -360,16 +379,19 @@ class EventQueries:
         return _log_of(job_id, row)
 
     def read_events(self, job_id: str, *, before_seq: int | None, limit: int) -> EventsRead:
+        self.flush_events()
         statement = _PAGE_LATERAL if self._conn.dialect.name == "postgresql" else _PAGE_JOIN
         rows = self._conn.execute(statement, _page_params(job_id, before_seq, limit)).all()
         return _page_of(job_id, rows, limit)
 
     def read_events_since(self, job_id: str, *, after_seq: int, limit: int) -> EventsRead:
+        self.flush_events()
         statement = _SINCE_LATERAL if self._conn.dialect.name == "postgresql" else _SINCE_JOIN
         params = {"job_id": job_id, "cursor": after_seq, "fetch": limit + 1}
         return _page_of(job_id, self._conn.execute(statement, params).all(), limit)
 
     def metrics_data(self, job_id: str) -> list[dict[str, Any]]:
+        self.flush_events()
         rows = self._conn.execute(
             select(job_events.c.data)
             .where(
@@ -388,6 +410,7 @@ class EventQueries:
         read each, so a caller folds a long log into a summary run by run, without ever
         holding all of it. Within a run, in sequence order on PostgreSQL; on SQLite in the
         order its key range is scanned (sequence order in practice, not by contract)."""
+        self.flush_events()
         statement = _METRICS_RUN_PG if self._conn.dialect.name == "postgresql" else _METRICS_RUN
         for first in range(1, through_seq + 1, run_events):
             last = min(through_seq, first + run_events - 1)
