@@ -121,11 +121,12 @@ async def follow(client: httpx.AsyncClient, url: str, tally: Tally, ready: async
 
 
 async def report(
-    workers: dict[str, httpx.AsyncClient], rate: float, seconds: float
+    workers: dict[str, httpx.AsyncClient], rate: float, seconds: float, answered: list[float]
 ) -> tuple[int, int]:
     """Each job gets `rate` events/s, reported as openft's own worker reports them: a
     batch every FLUSH_SECONDS, the jobs' reports sent concurrently; returns the events
-    and the reports sent."""
+    and the reports sent. `answered` gets each report's time to its answer (its commit):
+    the part of a delivery's latency spent before any follower could be woken."""
     job_ids = list(workers)
     per_batch = max(1, round(rate * FLUSH_SECONDS))
     batches = dict.fromkeys(job_ids, 0)
@@ -143,6 +144,7 @@ async def report(
         for attempt in range(5):  # as openft's worker: the batch number makes a retry safe
             try:
                 (await workers[job_id].post(f"/jobs/{job_id}/events", json=body)).raise_for_status()
+                answered.append(time.time() - now)
                 return
             except httpx.TransportError:
                 if attempt == 4:
@@ -209,7 +211,8 @@ async def run_followers(
         )
         tally.drops = tally.reconnects = 0  # count those of the measured span only
         started, cpu = time.monotonic(), cpu_seconds(pid)
-        sent, reports = await report(workers, args.rate, args.seconds)
+        answered: list[float] = []
+        sent, reports = await report(workers, args.rate, args.seconds, answered)
         elapsed = time.monotonic() - started
         busy = cpu_seconds(pid) - cpu
         await asyncio.sleep(2)  # the last ones arrive
@@ -227,6 +230,12 @@ async def run_followers(
         f" events/s a follower; {len(tally.latencies):,} deliveries of {expected:,} expected"
         f" ({tally.lost:,} lost, {tally.repeated:,} repeated); latency p50 {p50:.1f} ms,"
         f" p99 {p99:.1f} ms; {tally.drops} drops, {tally.reconnects} reconnects"
+    )
+    answered = answered or [float("nan")]
+    print(
+        f"[{args.backend}] a report's answer (its commit) p50"
+        f" {statistics.median(answered) * 1000:.1f} ms,"
+        f" p99 {percentile(answered, 0.99) * 1000:.1f} ms"
     )
     print(
         f"[{args.backend}] server CPU while reporting: {busy / elapsed:.0%} of its core,"

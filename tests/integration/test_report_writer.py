@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,7 +69,7 @@ async def test_waiting_reports_share_a_transaction_and_each_is_applied_as_alone(
 ) -> None:
     a, b, c = running(services, principal, 3)
     apply = Gated(services)
-    writer = ReportWriter(services.db, apply)
+    writer = ReportWriter(services.db, apply, writers=1)
     first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
     await asyncio.sleep(0.1)  # the writer holds it at the gate
     waiting = [
@@ -101,7 +102,7 @@ async def test_a_report_the_database_refuses_fails_alone(
         pytest.skip("SQLite stores a NUL character; PostgreSQL refuses the transaction")
     a, b = running(services, principal, 2)
     apply = Gated(services)
-    writer = ReportWriter(services.db, apply)
+    writer = ReportWriter(services.db, apply, writers=1)
     first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
     await asyncio.sleep(0.1)
     waiting = [
@@ -122,7 +123,7 @@ async def test_a_transactions_reports_insert_their_events_in_one_statement(
 ) -> None:
     a, b, c = running(services, principal, 3)
     apply = Gated(services)
-    writer = ReportWriter(services.db, apply)
+    writer = ReportWriter(services.db, apply, writers=1)
     first = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
     await asyncio.sleep(0.1)  # the writer holds it at the gate; the others gather
     inserts: list[int] = []  # the rows of each INSERT into job_events
@@ -166,3 +167,34 @@ def test_events_a_transaction_recorded_are_read_in_it(
         assert since is not None and since[1].items[-1] == recorded[-1]
         assert newest is not None and newest[1].items == [recorded[-1]]
     assert reported(services, principal, job_id) == ["Step 1/10"]
+
+
+async def test_writers_take_shares_of_the_jobs_and_each_jobs_reports_in_order(
+    services: Services, principal: Principal
+) -> None:
+    if services.db.dialect != "postgresql":  # type: ignore[attr-defined]
+        pytest.skip("SQLite takes one writer at a time (its default: one writer thread)")
+    jobs = running(services, principal, 6)
+    lane = {job: zlib.crc32(job.encode()) % 2 for job in jobs}
+    a = jobs[0]
+    other = next(job for job in jobs if lane[job] != lane[a])
+    gate = threading.Event()
+
+    def apply(
+        tx: Transaction, job_id: str, worker_id: str, batch: int, drafts: Sequence[EventDraft]
+    ) -> bool:
+        if job_id == a:  # a's reports wait at the gate; the others' do not
+            gate.wait(10)
+        return services.worker.apply_report(tx, job_id, worker_id, batch, drafts)
+
+    writer = ReportWriter(services.db, apply, writers=2)
+    held = asyncio.ensure_future(writer.write(a, "w", 1, [metrics(1)]))
+    await asyncio.sleep(0.1)  # a's writer holds it at the gate
+    after = asyncio.ensure_future(writer.write(a, "w", 2, [metrics(2)]))
+    # The other writer waits for nothing of a's: its report is applied meanwhile.
+    assert await asyncio.wait_for(writer.write(other, "w", 1, [metrics(1)]), 10) is True
+    assert not held.done() and not after.done()  # a's second waits behind its first
+    gate.set()
+    assert await held is True and await after is True
+    assert reported(services, principal, a) == ["Step 1/10", "Step 2/10"]
+    assert reported(services, principal, other) == ["Step 1/10"]

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,11 @@ from openft.store.interface import Store, Transaction
 log = logging.getLogger(__name__)
 # The most reports in one transaction: enough for every job's report of one flush.
 MOST_PER_TRANSACTION = 256
+# Writers at once where each statement waits on a network (PostgreSQL): a transaction of
+# a hundred reports is a few hundred round trips, and while one writer waits on its
+# answer the others send theirs (different jobs' rows: they never wait on each other).
+# SQLite takes one writer at a time, so there one writer gathers every report.
+WRITERS = 4
 
 # Applies one report in a transaction: whether its batch was new (see `WorkerService`).
 Apply = Callable[[Transaction, str, str, int, Sequence[EventDraft]], bool]
@@ -66,12 +72,22 @@ def _settle(answer: asyncio.Future[bool], outcome: Outcome) -> None:
 
 
 class ReportWriter:
-    def __init__(self, db: Store, apply: Apply, *, most: int = MOST_PER_TRANSACTION) -> None:
+    def __init__(
+        self,
+        db: Store,
+        apply: Apply,
+        *,
+        most: int = MOST_PER_TRANSACTION,
+        writers: int | None = None,
+    ) -> None:
+        """`writers`: threads writing at once, each for its own share of the jobs (by
+        default one where a write waits on no network, `WRITERS` where it does)."""
         self._db = db
         self._apply = apply
         self._most = most
-        self._queue: queue.SimpleQueue[_Report] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        count = writers or (1 if db.inline_reads else WRITERS)
+        self._queues: list[queue.SimpleQueue[_Report]] = [queue.SimpleQueue() for _ in range(count)]
+        self._started = False
         self._start_lock = threading.Lock()
 
     async def write(
@@ -81,27 +97,33 @@ class ReportWriter:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         self._start()
-        self._queue.put(_Report(job_id, worker_id, batch, drafts, loop, answer))
+        # A job's reports all go to one writer, so they are applied in the order sent.
+        lane = self._queues[zlib.crc32(job_id.encode()) % len(self._queues)]
+        lane.put(_Report(job_id, worker_id, batch, drafts, loop, answer))
         return await answer
 
     def _start(self) -> None:
-        if self._thread is None:
+        if not self._started:
             with self._start_lock:
-                if self._thread is None:
-                    # A daemon: it holds nothing between transactions, so a process that
-                    # ends needs nothing from it (a report not yet committed was never
+                if not self._started:
+                    # Daemons: they hold nothing between transactions, so a process that
+                    # ends needs nothing from them (a report not yet committed was never
                     # answered, and its worker sends it again).
-                    self._thread = threading.Thread(
-                        target=self._run, name="openft-report-writer", daemon=True
-                    )
-                    self._thread.start()
+                    for number, lane in enumerate(self._queues):
+                        threading.Thread(
+                            target=self._run,
+                            args=(lane,),
+                            name=f"openft-report-writer-{number}",
+                            daemon=True,
+                        ).start()
+                    self._started = True
 
-    def _run(self) -> None:
+    def _run(self, lane: queue.SimpleQueue[_Report]) -> None:
         while True:
-            group = [self._queue.get()]
+            group = [lane.get()]
             while len(group) < self._most:
                 try:
-                    group.append(self._queue.get_nowait())
+                    group.append(lane.get_nowait())
                 except queue.Empty:
                     break
             try:
