@@ -142,6 +142,9 @@ class LocalEngine(Engine):
         self._lru: OrderedDict[tuple[str, str | None], int] = OrderedDict()
         self._active: list[_Sequence] = []
         self._waiting: list[_Request] = []
+        # The joined KV cache of each batch decoded in the last turn (by its sequences'
+        # ids), with where each sequence's cache began in it (see `_decode`).
+        self._kept: dict[tuple[int, ...], tuple[Any, list[int]]] = {}
         # Where each tenant's rotation through its sequences stands.
         self._cursor: dict[str, int] = {}
         self._thread: threading.Thread | None = None
@@ -335,13 +338,18 @@ class LocalEngine(Engine):
             adapter = sequence.adapter if base.mixed is False else None
             key = (base.name, sequence.past is not None, adapter)
             batches.setdefault(key, []).append(sequence)
+        decoded: set[tuple[int, ...]] = set()
         work = [batches[key] for key in sorted(batches, key=lambda k: (k[0], k[1], k[2] or ""))]
         while work:
             batch = [s for s in work.pop(0) if not s.request.cancelled]
             if not batch:
                 continue
             try:
-                rows = self._decode(batch) if batch[0].past is not None else self._prefill(batch)
+                if batch[0].past is not None:
+                    decoded.add(tuple(id(s) for s in batch))
+                    rows = self._decode(batch)
+                else:
+                    rows = self._prefill(batch)
             except _Unmixable:
                 groups: dict[str | None, list[_Sequence]] = {}
                 for sequence in batch:
@@ -368,6 +376,10 @@ class LocalEngine(Engine):
                     self._active.remove(sequence)
                     self._finish(sequence)
         self._active = [s for s in self._active if not s.request.cancelled]
+        # Joined caches are kept for the next turn's same batches only, and only while
+        # all their sequences run.
+        running = {id(s) for s in self._active}
+        self._kept = {k: v for k, v in self._kept.items() if k in decoded and running.issuperset(k)}
 
     def _turn_takers(self) -> list[_Sequence]:
         """At most `TURN_QUOTA` sequences of each tenant, the next ones in its rotation."""
@@ -427,21 +439,30 @@ class LocalEngine(Engine):
         assert all(s.past is not None for s in batch)
         pasts = [s.past for s in batch if s.past is not None]
         lengths = [past[0][0].shape[-2] for past in pasts]
-        width = max(lengths)
-        # Caches of different lengths are left-padded with zeros to one length; the mask
-        # hides the pads and the position ids count only each sequence's own tokens, so
-        # every row computes what it would alone.
-        layers = [
-            (
-                torch.cat([_left_pad(past[j][0], width) for past in pasts]),
-                torch.cat([_left_pad(past[j][1], width) for past in pasts]),
-            )
-            for j in range(len(pasts[0]))
-        ]
+        key = tuple(id(s) for s in batch)
+        kept = self._kept.get(key)
+        if kept is not None and [past[0][0].data_ptr() for past in pasts] == kept[1]:
+            # The same batch as its last pass, each cache still that pass's view: its
+            # joined cache goes on as it is, nothing copied.
+            cache = kept[0]
+            width = cache.layers[0].keys.shape[-2]
+        else:
+            width = max(lengths)
+            # Caches of different lengths are left-padded with zeros to one length; the
+            # mask hides the pads and the position ids count only each sequence's own
+            # tokens, so every row computes what it would alone.
+            layers = [
+                (
+                    torch.cat([_left_pad(past[j][0], width) for past in pasts]),
+                    torch.cat([_left_pad(past[j][1], width) for past in pasts]),
+                )
+                for j in range(len(pasts[0]))
+            ]
+            cache = DynamicCache(ddp_cache_data=layers)
         inputs: dict[str, Any] = {
             "input_ids": torch.tensor([[s.ids[-1]] for s in batch], device=base.device),
             "position_ids": torch.tensor([[n] for n in lengths], device=base.device),
-            "past_key_values": DynamicCache(ddp_cache_data=layers),
+            "past_key_values": cache,
             "use_cache": True,
         }
         if min(lengths) != width:
@@ -456,6 +477,13 @@ class LocalEngine(Engine):
             sequence.past = [
                 (k[row : row + 1, :, pad:], v[row : row + 1, :, pad:]) for k, v in grown
             ]
+        self._kept[key] = (
+            out.past_key_values,
+            [
+                grown[0][0][row : row + 1, :, width - n :].data_ptr()
+                for row, n in enumerate(lengths)
+            ],
+        )
         return out.logits[:, -1]
 
     def _run_model(self, batch: list[_Sequence], **inputs: Any) -> Any:
