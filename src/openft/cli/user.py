@@ -231,9 +231,24 @@ def events(
         _show(iter(reversed(listed)), quiet=False, as_json=as_json)
 
 
+def step_figures(data: dict[str, Any]) -> str:
+    """A metrics event's figures for the progress bar: a reinforcement job's mean rewards,
+    any other job's losses (each with the validation figure when the step has one)."""
+    if "train_mean_reward" in data:
+        figures = f"reward {data['train_mean_reward']:.3f}"
+        if "full_valid_mean_reward" in data:
+            figures += f", valid {data['full_valid_mean_reward']:.3f}"
+        return figures
+    figures = f"loss {data.get('train_loss', 0):.3f}"
+    if "valid_loss" in data:
+        figures += f", valid {data['valid_loss']:.3f}"
+    return figures
+
+
 def _show(stream: Iterator[dict[str, Any]], *, quiet: bool, as_json: bool) -> None:
     """Print events as they come: status messages as lines, metrics as a progress bar
-    with the step, the latest losses and the time left (as lines when not a terminal)."""
+    with the step, the latest losses or rewards and the time left (as lines when not a
+    terminal)."""
     if as_json:
         for event in stream:
             print(json.dumps(event), flush=True)
@@ -253,11 +268,11 @@ def _show(stream: Iterator[dict[str, Any]], *, quiet: bool, as_json: bool) -> No
         for event in stream:
             data = event.get("data") or {}
             if event["type"] == "metrics" and bar:
-                losses = f"loss {data.get('train_loss', 0):.3f}"
-                if "valid_loss" in data:
-                    losses += f", valid {data['valid_loss']:.3f}"
                 progress.update(
-                    task, completed=data.get("step"), total=data.get("total_steps"), losses=losses
+                    task,
+                    completed=data.get("step"),
+                    total=data.get("total_steps"),
+                    losses=step_figures(data),
                 )
             elif not quiet:
                 level = "" if event["level"] == "info" else f"{event['level']}: "
