@@ -8,7 +8,7 @@ from openft.graders.model_graders import ModelCaller, ModelCallError
 from openft.graders.python_sandbox import PythonLimits, Sandbox
 from openft.graders.result import GradeResult, Sample
 from openft.graders.run import grade, grade_batch
-from openft.graders.spec import Grader, item_references, parse
+from openft.graders.spec import Grader, item_references, models_called, parse
 from openft.graders.templates import UnknownVariable
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "grade",
     "grade_batch",
     "item_references",
+    "models_called",
     "parse",
 ]

@@ -175,15 +175,23 @@ def parse(raw: Any, param: str = "grader") -> Grader:
 def item_references(grader: Grader) -> list[str]:
     """The `item.…` variables the grader's templates read, each once, in order (a python
     grader reads what it likes, so it adds none)."""
-    seen: dict[str, None] = {}
-    for template in grader.templates():
-        for ref in template.references:
-            if ref.namespace == "item":
-                seen.setdefault(ref.text, None)
-    return list(seen)
+    return [ref.text for ref in item_reference_objects(grader)]
+
+
+def models_called(grader: Grader, param: str = "grader") -> list[tuple[str, str]]:
+    """The models the grader's model graders call (inside a multi too), each with the
+    param of its `model` field, for a caller that checks who may call them."""
+    if isinstance(grader, MultiGrader):
+        return [
+            found
+            for name, inner in grader.graders.items()
+            for found in models_called(inner, f"{param}.graders.{name}")
+        ]
+    return [(grader.model, f"{param}.model")] if isinstance(grader, ModelGrader) else []
 
 
 def item_reference_objects(grader: Grader) -> list[Reference]:
+    """The `item.…` references the grader's templates hold, each once, in order."""
     refs: dict[str, Reference] = {}
     for template in grader.templates():
         for ref in template.references:

@@ -11,8 +11,8 @@ from typing import Any
 
 from openft.domain import chat
 from openft.domain.errors import InvalidRequest, ModelUnavailable, NotFound
-from openft.graders import GradeResult, ModelCallError, Sample, Sandbox, grade, parse
-from openft.graders.spec import Grader, ModelGrader, MultiGrader
+from openft.graders import GradeResult, ModelCallError, Sample, Sandbox, grade, models_called, parse
+from openft.graders.spec import Grader
 from openft.services.inference import InferenceService
 from openft.services.models import ModelService
 from openft.serving.interface import Piece, Usage
@@ -108,16 +108,9 @@ class GraderService:
             raise InvalidRequest(str(exc), param="model", code="model_not_found") from None
 
     async def _check_models(self, project_id: str, grader: Grader, param: str) -> None:
-        if isinstance(grader, MultiGrader):
-            for name, sub in grader.graders.items():
-                await self._check_models(project_id, sub, f"{param}.graders.{name}")
-        elif isinstance(grader, ModelGrader):
-            try:
-                await asyncio.to_thread(self._models.served, project_id, grader.model)
-            except (NotFound, ModelUnavailable) as exc:
-                raise InvalidRequest(
-                    exc.message, param=f"{param}.model", code="model_not_found"
-                ) from None
+        """A 400 at a model grader's `model` unless the project may call that model."""
+        for model, at in models_called(grader, param):
+            await asyncio.to_thread(self._models.callable, project_id, model, at)
 
 
 def _json_or_none(text: str) -> Any:

@@ -49,21 +49,11 @@ def check_grader(method: Method) -> list[tuple[str, str]]:
     if method.type is not MethodType.REINFORCEMENT:
         return []
     # Imported here: the graders' libraries (nltk, rouge-score, …) load only for RFT jobs.
+    from openft.graders import models_called
     from openft.graders import parse as parse_grader
-    from openft.graders.spec import Grader, ModelGrader, MultiGrader
 
     assert method.grader is not None, "resolve_method requires a reinforcement grader"
-
-    def models(grader: Grader, param: str) -> list[tuple[str, str]]:
-        if isinstance(grader, MultiGrader):
-            return [
-                found
-                for name, inner in grader.graders.items()
-                for found in models(inner, f"{param}.graders.{name}")
-            ]
-        return [(grader.model, f"{param}.model")] if isinstance(grader, ModelGrader) else []
-
-    return models(parse_grader(method.grader, param=GRADER_PARAM), GRADER_PARAM)
+    return models_called(parse_grader(method.grader, param=GRADER_PARAM), GRADER_PARAM)
 
 
 def method_rules(method: Method) -> MethodRules | None:
