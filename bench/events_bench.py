@@ -53,7 +53,7 @@ from openft.settings import Settings
 from openft.store.database import Database, sqlite_url
 from openft.testing.data import chat_file
 from openft.testing.databases import create_postgres_database, drop_postgres_database
-from openft.testing.server import free_port
+from openft.testing.server import free_port, stop
 from openft.wiring import build_services
 
 BATCH = 1000
@@ -162,12 +162,7 @@ def serving(
         wait_ready(ready_url, process, log_path)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager

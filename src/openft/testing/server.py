@@ -41,6 +41,16 @@ def openft_command(*args: str, env: dict[str, str] | None = None) -> str:
     return done.stdout.strip()
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a server process: SIGTERM, and SIGKILL if it has not ended within 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def local_server(
     data_dir: Path,
@@ -87,12 +97,7 @@ def local_server(
             time.sleep(0.1)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         with contextlib.suppress(ProcessLookupError):  # nothing of the group was left
             os.killpg(process.pid, signal.SIGKILL)
 
