@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import ssl
@@ -121,26 +122,31 @@ async def follow(client: httpx.AsyncClient, url: str, tally: Tally, ready: async
 
 
 async def report(
-    workers: dict[str, httpx.AsyncClient], rate: float, seconds: float, answered: list[float]
+    workers: dict[str, httpx.AsyncClient],
+    rate: float,
+    seconds: float,
+    answered: list[float],
+    *,
+    together: bool = False,
 ) -> tuple[int, int]:
     """Each job gets `rate` events/s, reported as openft's own worker reports them: a
-    batch every FLUSH_SECONDS, the jobs' reports sent concurrently; returns the events
-    and the reports sent. `answered` gets each report's time to its answer (its commit):
-    the part of a delivery's latency spent before any follower could be woken."""
+    batch every FLUSH_SECONDS; returns the events and the reports sent. Each job's worker
+    keeps its own time, as independent workers do: their reports are spread over the
+    interval (`together`: all jobs' reports at the same instant, a burst). `answered`
+    gets each report's time to its answer (its commit): the part of a delivery's latency
+    spent before any follower could be woken."""
     job_ids = list(workers)
     per_batch = max(1, round(rate * FLUSH_SECONDS))
-    batches = dict.fromkeys(job_ids, 0)
-    numbered = dict.fromkeys(job_ids, 0)  # each job's events are numbered 1, 2, …
+    deadline = time.monotonic() + seconds
+    counts = [0, 0]  # events, reports
 
-    async def send(job_id: str) -> None:
-        batches[job_id] += 1
-        first = numbered[job_id] + 1
-        numbered[job_id] += per_batch
+    async def send(job_id: str, batch: int) -> None:
+        first = (batch - 1) * per_batch + 1  # each job's events are numbered 1, 2, …
         now = time.time()
         events = [
             {"message": "tick", "data": {"sent_at": now, "n": first + k}} for k in range(per_batch)
         ]
-        body = {"batch": batches[job_id], "events": events}
+        body = {"batch": batch, "events": events}
         for attempt in range(5):  # as openft's worker: the batch number makes a retry safe
             try:
                 (await workers[job_id].post(f"/jobs/{job_id}/events", json=body)).raise_for_status()
@@ -151,14 +157,20 @@ async def report(
                     raise
                 await asyncio.sleep(0.1)
 
-    sent, reports, deadline = 0, 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        tick = time.monotonic()
-        await asyncio.gather(*(send(job_id) for job_id in job_ids))
-        sent += len(job_ids) * per_batch
-        reports += len(job_ids)
-        await asyncio.sleep(max(0.0, FLUSH_SECONDS - (time.monotonic() - tick)))
-    return sent, reports
+    async def worker(job_id: str, offset: float) -> None:
+        due = time.monotonic() + offset
+        batch = 0
+        while due < deadline:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            batch += 1
+            await send(job_id, batch)
+            counts[0] += per_batch
+            counts[1] += 1
+            due += FLUSH_SECONDS
+
+    spread = 0.0 if together else FLUSH_SECONDS / len(job_ids)
+    await asyncio.gather(*(worker(job_id, n * spread) for n, job_id in enumerate(job_ids)))
+    return counts[0], counts[1]
 
 
 async def run_followers(
@@ -203,6 +215,10 @@ async def run_followers(
             for n in range(args.followers)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
+        # This process's own full collections (a thousand streams' objects scanned) would
+        # pause every follower at once and count as the server's latency: what exists
+        # now is kept out of them.
+        gc.freeze()
         await asyncio.sleep(2)
         idle = rss_kib(pid)
         print(
@@ -212,7 +228,9 @@ async def run_followers(
         tally.drops = tally.reconnects = 0  # count those of the measured span only
         started, cpu = time.monotonic(), cpu_seconds(pid)
         answered: list[float] = []
-        sent, reports = await report(workers, args.rate, args.seconds, answered)
+        sent, reports = await report(
+            workers, args.rate, args.seconds, answered, together=args.together
+        )
         elapsed = time.monotonic() - started
         busy = cpu_seconds(pid) - cpu
         await asyncio.sleep(2)  # the last ones arrive
@@ -340,6 +358,12 @@ def main() -> None:
         "--baseline-src", help="first serve openft from this src/ directory, then this tree's"
     )
     parser.add_argument("--rounds", type=int, default=1, help="baseline/now pairs, alternated")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="every job reports at the same instant (a burst), not spread as independent"
+        " workers' reports are",
+    )
     parser.add_argument(
         "--no-commits", action="store_true", help="skip PostgreSQL's commits/s measure"
     )

@@ -4,6 +4,7 @@ administrator's commands, on the database); and the user's commands, over HTTP."
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -227,6 +228,12 @@ def serve(
             handle_exit(sig, frame)
 
         server.handle_exit = stop  # type: ignore[method-assign]
+        # What exists now (modules, the app, the services) lives as long as the process:
+        # kept out of the collector's full passes, which would scan it all again and
+        # again, pausing every stream and report for tens of milliseconds each time
+        # (bench/live_bench.py: p99 with 1,000 followers).
+        gc.collect()
+        gc.freeze()
         server.run()
     finally:
         services.close()

@@ -26,9 +26,22 @@ EVENT_SEQ_CHARS = ID_CHARS - EVENT_KEY_CHARS
 MAX_EVENT_SEQ = len(ALPHABET) ** EVENT_SEQ_CHARS - 1
 
 
+# Random bytes at or past this multiple of 62 are skipped: each character stays equally
+# likely (a byte's remainder by 62 would favour the first eight).
+_UNBIASED = 256 - 256 % len(ALPHABET)
+
+
 def random_token(length: int = ID_CHARS) -> str:
     """Return `length` cryptographically random base62 characters."""
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+    # One read of the system's randomness for the token, not one per character: each
+    # read is a system call, after which a busy process waits for its interpreter again
+    # (the serving engine's thread holds it between a chat request's steps).
+    chars: list[str] = []
+    while len(chars) < length:
+        chars += [
+            ALPHABET[b % len(ALPHABET)] for b in secrets.token_bytes(length + 8) if b < _UNBIASED
+        ]
+    return "".join(chars[:length])
 
 
 def new_file_id() -> str:
