@@ -101,7 +101,7 @@ async def test_a_short_request_is_not_held_up_by_a_long_one(tiny_model: Path) ->
 async def test_adapters_are_evicted_least_recently_used_and_reloaded(
     adapters: list[ServedModel], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="openft.serving.local")
+    caplog.set_level(logging.INFO, logger="openft.serving")
     # Room for the base and two of the three adapters.
     sizes = [
         sum(f.stat().st_size for f in Path(a.adapter or "").glob("adapter_model.*"))

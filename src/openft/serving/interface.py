@@ -34,9 +34,11 @@ Output = Piece | Usage
 
 
 class Engine(ABC):
-    # For the metrics: adapters loaded since the engine started. An engine that loads
-    # nothing itself (vLLM reports its own) keeps it at 0.
-    adapter_loads: int = 0
+    @property
+    def adapter_loads(self) -> int:
+        """For the metrics: adapters loaded since the engine started (0 where the engine
+        loads nothing itself: vLLM reports its own)."""
+        return 0
 
     @property
     def adapters_loaded(self) -> int:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from openft.domain.chat_template import CHAT_TEMPLATE
 from openft.domain.entities import Control, MethodType
 from openft.domain.errors import InvalidFile
+from openft.models import loading
 from openft.training import distributed
 from openft.training.data import chat_dataset, preference_dataset
 from openft.training.distributed import Group
@@ -53,11 +53,8 @@ def _round(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _dtype() -> Any:
-    import torch
-
-    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return torch.bfloat16 if cuda_bf16 else torch.float32
+# grpo.py's name for the weights' dtype, imported from here.
+_dtype = loading.dtype
 
 
 def _load_failed(spec: TrainingSpec, exc: Exception) -> TrainingError:
@@ -69,17 +66,12 @@ def _load_failed(spec: TrainingSpec, exc: Exception) -> TrainingError:
 
 
 def _load_tokenizer(spec: TrainingSpec) -> Any:
-    from transformers import AutoTokenizer
-
-    local = Path(spec.model_source).is_dir()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.model_source, local_files_only=local)
+        tokenizer = loading.load_tokenizer(spec.model_source)
     except Exception as exc:
         raise _load_failed(spec, exc) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
@@ -87,13 +79,8 @@ def _load_model(spec: TrainingSpec) -> Any:
     """The base model; for a job on a fine-tuned model or checkpoint, with that model's
     LoRA adapter on it, trainable (the job goes on training it: the new model is again
     the base and one adapter, which is what serving loads)."""
-    from transformers import AutoModelForCausalLM
-
-    local = Path(spec.model_source).is_dir()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            spec.model_source, local_files_only=local, dtype=_dtype()
-        )
+        model = loading.load_model(spec.model_source)
     except Exception as exc:
         raise _load_failed(spec, exc) from exc
     if spec.start_adapter is None:
@@ -382,7 +369,7 @@ def _train(spec: TrainingSpec, reporter: Reporter, group: Group) -> None:
         data_seed=spec.seed,
         disable_tqdm=True,
         max_length=max_length,
-        bf16=_dtype() == torch.bfloat16,
+        bf16=loading.dtype() == torch.bfloat16,
         **distributed.strategy_arguments(spec.distributed, group),
     )
     # The arguments come before the model: under ZeRO-3 they make from_pretrained load
