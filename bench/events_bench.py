@@ -16,7 +16,7 @@ Prints, for SQLite and then PostgreSQL:
 
 Usage: python bench/events_bench.py [--events 1000000] [--backends sqlite,postgres]
        [--rounds 3] [--http-seconds 5] [--variants] [--baseline-src OLD/src]
---variants also measures openft with --no-worker --no-access-log (what they cost);
+--variants also measures openft with --no-worker, then --no-access-log (what each costs);
 --baseline-src also serves another tree's openft (an earlier commit's `src`, from
 `git archive`) in the same rounds, for a before/after on the same machine and load.
 PostgreSQL: OPENFT_BENCH_POSTGRES_URL, else OPENFT_TEST_POSTGRES_URL, else the local
@@ -348,7 +348,8 @@ def run(
         if baseline_src:
             variants[f"baseline {baseline_src}"] = ([], baseline_src)
         if extra_variants:
-            variants["--no-worker --no-access-log"] = (["--no-worker", "--no-access-log"], None)
+            variants["--no-worker"] = (["--no-worker"], None)
+            variants["--no-access-log"] = (["--no-access-log"], None)
         # All servers up at once, measured in turn, round after round: a machine shared
         # with other work changes speed within a run, so each round's share of the
         # ceiling compares figures taken seconds apart; the medians are printed.

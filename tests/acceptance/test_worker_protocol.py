@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 
 import httpx
@@ -116,3 +117,56 @@ def test_claim_report_and_lease_errors(server: Server, client: OpenAI) -> None:
     assert worker.post(f"/jobs/{job.id}/heartbeat", json={}).json() == {"control": "cancel"}
     assert worker.post(f"/jobs/{job.id}/stopped").json()["status"] == "cancelled"
     assert worker.post(f"/jobs/{job.id}/heartbeat", json={}).status_code == 409
+
+
+def test_a_report_is_answered_the_same_whoever_answers_it(server: Server, client: OpenAI) -> None:
+    """A plain report from a verified worker key is applied before routing
+    (api/worker_reports.py); what that does not take (a query, another content type, a
+    body it does not accept) and every refusal go to the route: the same answers, the
+    same events, counted under the route's template."""
+    key = server.new_key("workers", scope="worker")
+    worker = worker_http(server, key, "w-same")
+    while worker.post("/claim", json={"worker_id": "drain"}).status_code == 200:
+        pass  # what other tests left queued
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload_chat(client))
+    wait_for_status(client, job.id, "queued")
+    assert worker.post("/claim", json={"worker_id": "w-same"}).json()["job"]["id"] == job.id
+    url = f"/jobs/{job.id}/events"
+
+    def report(batch: int, **options: str) -> httpx.Response:
+        body = {"batch": batch, "events": [{"message": f"report {batch}"}]}
+        headers = {"Content-Type": options.pop("content_type", "application/json")}
+        return worker.post(url, content=json.dumps(body), headers=headers, params=options)
+
+    answers = [
+        report(1),  # before routing
+        report(1),  # the same batch again: not applied twice
+        report(2, q="1"),  # a query: the route
+        report(3, content_type="application/json; charset=utf-8"),  # the route
+        report(4),
+    ]
+    assert [a.content for a in answers] == [
+        b'{"applied":true}',
+        b'{"applied":false}',
+        b'{"applied":true}',
+        b'{"applied":true}',
+        b'{"applied":true}',
+    ]
+    assert all(a.headers["content-type"] == "application/json" for a in answers)
+    assert all(a.headers["x-request-id"] for a in answers)
+    # Refusals are the route's, in OpenAI's envelope, and write nothing.
+    bad = worker.post(url, json={"batch": 0, "events": []})
+    assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request_error"
+    lost = worker_http(server, key, "w-other").post(url, json={"batch": 5, "events": []})
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "lease_lost"
+    gone = worker.post("/jobs/ftjob-none/events", json={"batch": 1, "events": []})
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "fine_tuning_job_not_found"
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    reports = [m for m in reversed(messages) if m.startswith("report ")]
+    assert reports == ["report 1", "report 2", "report 3", "report 4"]
+    admin = server.new_key("ops", scope="admin")
+    scraped = httpx.get(f"{server.root_url}/metrics", headers={"Authorization": f"Bearer {admin}"})
+    template = "/v1/worker/jobs/{job_id}/events"
+    assert f'openft_http_requests_total{{method="POST",route="{template}",status="200"}}' in (
+        scraped.text
+    )

@@ -27,6 +27,7 @@ from openft.api.routes import (
     worker,
 )
 from openft.api.routes.series import router as series_router
+from openft.api.worker_reports import WorkerReports
 from openft.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,10 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    # Innermost: the events page is answered here, past the checks and counts below.
+    # Innermost: the events page and workers' reports are answered here, past the checks
+    # and counts below (api/prerouted.py).
     app.add_middleware(EventsPage, services=services)
+    app.add_middleware(WorkerReports, services=services)
     app.add_middleware(RefuseNul)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one

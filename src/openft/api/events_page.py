@@ -16,14 +16,13 @@ metrics (under the route's template) and its access log line.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openft import logs
+from openft.api.prerouted import answer_json, cached_principal, job_in_path, route_of
 from openft.api.routes import jobs
 from openft.domain.entities import KeyScope
 from openft.domain.errors import OpenFTError
@@ -33,41 +32,23 @@ from openft.wire import events_list
 
 PREFIX = "/v1/fine_tuning/jobs/"
 SUFFIX = "/events"
-_HEADERS = [(b"content-type", b"application/json")]
+# Any key but an admin's (the organisation's: it reads no project's events).
+_READERS = frozenset({KeyScope.PROJECT, KeyScope.WORKER})
 
 
 class EventsPage:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
-        # The route it answers for: the metrics label its pages by its template.
-        self._route = next(
-            route
-            for route in jobs.router.routes
-            if isinstance(route, APIRoute) and route.endpoint is jobs.list_events
-        )
+        self._route = route_of(jobs.router, jobs.list_events)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            if path.startswith(PREFIX) and path.endswith(SUFFIX) and not scope.get("root_path"):
-                job_id = path[len(PREFIX) : -len(SUFFIX)]
-                if job_id and "/" not in job_id:
-                    body = await self._page(scope, job_id)
-                    if body is not None:
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": 200,
-                                "headers": [
-                                    (b"content-length", b"%d" % len(body)),
-                                    *_HEADERS,
-                                ],
-                            }
-                        )
-                        await send({"type": "http.response.body", "body": body})
-                        return
-        await self.app(scope, receive, send)
+        job_id = job_in_path(scope, "GET", PREFIX, SUFFIX)
+        body = await self._page(scope, job_id) if job_id else None
+        if body is None:
+            await self.app(scope, receive, send)
+        else:
+            await answer_json(send, body)
 
     async def _page(self, scope: Scope, job_id: str) -> bytes | None:
         """The page's JSON, or None: the route answers this request."""
@@ -75,16 +56,12 @@ class EventsPage:
         if params is None:
             return None
         after, limit = params
-        key = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if key is not None:
-                    return None  # two: the route decides
-                key = value
-            elif name == b"accept" and b"text/event-stream" in value:
-                return None
-        principal = self.services.keys.cached(_bearer(key))
-        if principal is None or principal.scope is KeyScope.ADMIN:
+        if any(
+            name == b"accept" and b"text/event-stream" in value for name, value in scope["headers"]
+        ):
+            return None
+        principal = cached_principal(self.services, scope, _READERS)
+        if principal is None:
             return None
         try:
             page = await self.services.events.list_async(
@@ -119,14 +96,3 @@ def _params(query_string: bytes) -> tuple[str | None, int] | None:
         else:
             return None
     return after, DEFAULT_LIMIT if limit is None else limit
-
-
-def _bearer(value: Any) -> str | None:
-    """The key of an `Authorization: Bearer KEY` header, as FastAPI's HTTPBearer reads it."""
-    if not isinstance(value, bytes):
-        return None
-    scheme, _, key = value.decode("latin-1").partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        return None
-    return key
