@@ -41,7 +41,7 @@ from openft.services.jobs import JobService
 from openft.services.worker import WorkerService
 from openft.settings import Settings
 from openft.store.database import make_admin_engine
-from openft.store.interface import Store, Transaction
+from openft.store.interface import Appended, Store, Transaction
 from openft.testing import queued_job
 from openft.wiring import build_services
 from tests.conftest import TINY
@@ -154,7 +154,7 @@ class Paused(Store):
             self._used = True
             yield cast(Transaction, _PausingTransaction(tx, self._at, self._after, self._rival))
 
-    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
+    def on_events(self, listener: Callable[[Appended], None]) -> None:
         self._db.on_events(listener)
 
     def dispose(self) -> None:

@@ -15,7 +15,7 @@ from openft.domain.entities import EventDraft, Principal
 from openft.domain.errors import StoreUnavailable
 from openft.services.container import Services
 from openft.services.live import FeedFailed, FollowerTooSlow, LiveEvents
-from openft.store.interface import Store, Transaction
+from openft.store.interface import Appended, Store, Transaction
 from openft.testing import queued_job
 
 
@@ -28,12 +28,15 @@ class Flaky(Store):
         self.inline_reads = db.inline_reads
         self.failure: Exception | None = None
         self.failed_reads = 0
+        self.reads = 0
+        self.deaf = False  # while set, this process's commits go unheard
 
     @contextmanager
     def _failing_read(self) -> Iterator[Transaction]:
         if self.failure is not None:
             self.failed_reads += 1
             raise self.failure
+        self.reads += 1
         with self._db.read() as tx:
             yield tx
 
@@ -43,8 +46,8 @@ class Flaky(Store):
     def write(self) -> AbstractContextManager[Transaction]:
         return self._db.write()
 
-    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
-        self._db.on_events(listener)
+    def on_events(self, listener: Callable[[Appended], None]) -> None:
+        self._db.on_events(lambda appended: None if self.deaf else listener(appended))
 
     def dispose(self) -> None:
         """The services' store is the fixture's to dispose of."""
@@ -70,6 +73,39 @@ async def test_one_feed_serves_every_follower_of_a_job(
             "Fine-tuning job cancelled"
         ]
     assert live._feeds == {}
+
+
+async def test_reports_reach_followers_as_committed_and_a_gap_is_read(
+    services: Services, principal: Principal
+) -> None:
+    """A worker's report's events go from its commit to the feed without a read of the
+    log; when they do not follow the feed's last event (a commit it did not hear of came
+    between), the feed reads the log, and every event arrives once, in order."""
+    job_id = queued_job(services, principal)
+    assert services.worker.claim("w1") is not None
+    db = Flaky(services.db)
+    live = LiveEvents(db, poll_seconds=30, keepalive_seconds=30)
+    follower = live.follow(job_id, 0)
+    replay = await anext(follower)
+    waiting = asyncio.ensure_future(anext(follower))
+    await asyncio.sleep(0.01)
+    reads = db.reads
+    services.worker.report(job_id, "w1", 1, [EventDraft("r1"), EventDraft("r2")])
+    assert [e.message for e in await waiting] == ["r1", "r2"]
+    services.worker.report(job_id, "w1", 2, [EventDraft("r3")])
+    assert [e.message for e in await anext(follower)] == ["r3"]
+    assert db.reads == reads  # handed from the commit: no read
+    db.deaf = True  # as a commit in another process, not yet heard of
+    services.events.append(job_id, [EventDraft("unheard")])
+    db.deaf = False
+    services.worker.report(job_id, "w1", 3, [EventDraft("r4")])
+    assert [e.message for e in await anext(follower)] == ["unheard", "r4"]
+    assert db.reads == reads + 1
+    services.events.append(job_id, [EventDraft("not a report")])  # read: it may end a job
+    last = await anext(follower)
+    assert [e.message for e in last] == ["not a report"] and db.reads == reads + 2
+    assert last[0].seq == replay[-1].seq + 6  # r1 r2 r3 unheard r4, then it: none twice
+    await follower.aclose()
 
 
 async def test_a_follower_that_cannot_keep_up_is_told_to_reconnect(

@@ -2,11 +2,13 @@
 however many followers.
 
 A follower first replays what it has not seen from the store, oldest first, then takes
-new events from its job's feed: one task per followed job reads what was committed past
-the last event it delivered and hands each batch to every follower's bounded queue. A
-feed wakes when this process commits events for its job (`Store.on_events`), and polls
-every `poll_seconds` besides, so events written by another process arrive too: a lost
-wake-up delays, never loses. A follower that falls `queue_batches` behind is dropped
+new events from its job's feed: one task per followed job hands each batch committed past
+the last event it delivered to every follower's bounded queue. A feed wakes when this
+process commits events for its job (`Store.on_events`): a worker's report's events come
+with that news and are handed out as they are, when they follow the feed's last event;
+anything else (another process's commit, heard through the store or by polling every
+`poll_seconds`; a gap; other events) is read from the store. A lost wake-up delays, never
+loses. A follower that falls `queue_batches` behind is dropped
 (`FollowerTooSlow`) rather than slowing the others; it reconnects from its last event.
 
 A read the store cannot serve (`StoreUnavailable`: the database restarted, or dropped
@@ -29,7 +31,7 @@ from openft.domain.entities import Event, EventLog, Page, Principal
 from openft.domain.errors import InvalidCursor, StoreUnavailable
 from openft.domain.status import TERMINAL
 from openft.services.events import job_not_found
-from openft.store.interface import Store
+from openft.store.interface import Appended, Store
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -111,6 +113,23 @@ class _Feed:
     position: int  # the sequence number of the last event handed to followers
     followers: set[asyncio.Queue[Item]] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Reports' events this process committed since the feed last ran: handed out as they
+    # are when they follow `position`, without a read.
+    committed: list[Event] = field(default_factory=list)
+    stale: bool = False  # whether the log must be read: what was committed is not all here
+
+    def take_committed(self) -> list[Event] | None:
+        """The committed events to hand out next, when they follow the last one handed
+        out without a gap and nothing else must be read; else None (read the log)."""
+        committed, self.committed = self.committed, []
+        if self.stale:
+            return None
+        committed.sort(key=lambda event: event.seq)  # commits may be heard out of order
+        fresh = [event for event in committed if event.seq > self.position]
+        expected = range(self.position + 1, self.position + 1 + len(fresh))
+        if any(event.seq != seq for event, seq in zip(fresh, expected, strict=True)):
+            return None  # a gap: what falls in it was committed elsewhere, or not heard
+        return fresh
 
 
 class LiveEvents:
@@ -142,21 +161,34 @@ class LiveEvents:
 
     # -- wake-ups (from any thread) ----------------------------------------------------
 
-    def _committed(self, job_ids: frozenset[str]) -> None:
+    def _committed(self, appended: Appended) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, job_ids)
+            loop.call_soon_threadsafe(self._hear, appended)
+
+    def _hear(self, appended: Appended) -> None:
+        """This process committed events: a report's go to its job's feed as they are."""
+        for job_id in appended.jobs:
+            feed = self._feeds.get(job_id)
+            if feed is not None:
+                events = appended.reported.get(job_id)
+                if events is None:
+                    feed.stale = True
+                else:
+                    feed.committed.extend(events)
+                feed.wake.set()
 
     def _wake(self, job_ids: frozenset[str]) -> None:
+        """Another process committed events for these jobs: their feeds read the log."""
         for job_id in job_ids:
             feed = self._feeds.get(job_id)
             if feed is not None:
+                feed.stale = True
                 feed.wake.set()
 
     def _wake_all(self) -> None:
         """The store listens (again): what it did not hear meanwhile is read now."""
-        for feed in self._feeds.values():
-            feed.wake.set()
+        self._wake(frozenset(self._feeds))
 
     # -- reading -----------------------------------------------------------------------
 
@@ -310,13 +342,16 @@ class LiveEvents:
         wait = self._poll_seconds
         try:
             while feed.followers:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(feed.wake.wait(), wait)
+                except TimeoutError:
+                    feed.stale = True  # a poll: what another process committed, unheard
                 feed.wake.clear()
                 try:
                     ended = await self._deliver_new(feed)
                 except StoreUnavailable as exc:
                     self._failed(exc)
+                    feed.stale = True  # the read is tried again
                     wait = backoff.next()
                     continue
                 backoff.reset()
@@ -335,6 +370,13 @@ class LiveEvents:
 
     async def _deliver_new(self, feed: _Feed) -> bool:
         """Hand out what was committed past the feed's position; whether the job ended."""
+        committed = feed.take_committed()
+        if committed is not None:
+            if committed:
+                feed.position = committed[-1].seq
+                self._hand(feed, Batch(committed))
+            return False  # a report ends no job: the events that do are read
+        feed.stale = False  # what is committed from here on is heard again
         while True:
             found = await self._read(feed.job_id, feed.position)
             if found is None:

@@ -32,7 +32,7 @@ from openft.store.events import (
     read_events_since_sqlite,
     read_events_sqlite,
 )
-from openft.store.interface import Store, Transaction
+from openft.store.interface import Appended, Store, Transaction
 from openft.store.transaction import SqlTransaction
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class Database(Store):
         # at its first page and closed by `aclose`.
         self._pages: AsyncConnectionPool[Any] | None = None
         self._pages_lock = asyncio.Lock()
-        self._listeners: list[Callable[[frozenset[str]], None]] = []
+        self._listeners: list[Callable[[Appended], None]] = []
         self.events_appended = 0
         self._count_lock = threading.Lock()
         self._serial_writes = self.dialect == "sqlite"
@@ -133,6 +133,16 @@ class Database(Store):
         self._write_lock = threading.RLock()
         self._sqlite_pages = threading.local()  # see `_page_connection`
         self._sqlite_page_connections: list[sqlite3.Connection] = []
+        # The PostgreSQL backends of this store's own connections: a notification one of
+        # them sent is of a commit this process's listeners were already told of (in
+        # full, with its events), so `watch_events` passes it over rather than have every
+        # follower's feed read the log again for it.
+        self._backends: dict[int, int] = {}  # id of a connection: its backend's pid
+        self._own_backends: frozenset[int] = frozenset()  # read without a lock
+        if self.dialect == "postgresql":
+            event.listen(engine, "connect", self._connected)
+            event.listen(engine, "close", self._closed)
+            event.listen(engine, "close_detached", self._closed)
 
     @contextmanager
     def _scope(self, write: bool) -> Iterator[Transaction]:
@@ -156,7 +166,7 @@ class Database(Store):
             if tx.appended:
                 with self._count_lock:  # commits end in many threads at once
                     self.events_appended += tx.appended_count
-                committed = frozenset(tx.appended)
+                committed = tx.committed()
                 for listener in self._listeners:
                     listener(committed)
         except (DataError, psycopg.DataError) as exc:
@@ -265,7 +275,8 @@ class Database(Store):
                         lost = False
                         on_listening()
                     async for notice in conn.notifies():  # the payload: a job's id
-                        on_events(frozenset({notice.payload}))
+                        if notice.pid not in self._own_backends:
+                            on_events(frozenset({notice.payload}))
             except psycopg.Error as exc:
                 # Terminated, restarted, unreachable: said once, not at every try.
                 if not lost:
@@ -277,12 +288,22 @@ class Database(Store):
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)
 
+    def _connected(self, dbapi_connection: Any, _record: Any) -> None:
+        with self._count_lock:
+            self._backends[id(dbapi_connection)] = dbapi_connection.info.backend_pid
+            self._own_backends = frozenset(self._backends.values())
+
+    def _closed(self, dbapi_connection: Any, _record: Any = None) -> None:
+        with self._count_lock:
+            self._backends.pop(id(dbapi_connection), None)
+            self._own_backends = frozenset(self._backends.values())
+
     async def aclose(self) -> None:
         if self._pages is not None:
             await self._pages.close()
             self._pages = None
 
-    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
+    def on_events(self, listener: Callable[[Appended], None]) -> None:
         self._listeners.append(listener)
 
     def dispose(self) -> None:

@@ -38,6 +38,7 @@ from openft.domain.entities import (
 )
 from openft.domain.errors import StoreUnavailable
 from openft.domain.ids import MAX_EVENT_SEQ
+from openft.store.interface import Appended
 from openft.store.jobs import held_by, job_pk
 from openft.store.schema import job_events, jobs
 
@@ -251,6 +252,8 @@ class EventQueries:
     _conn: Connection
     appended: set[str]
     appended_count: int
+    reported: dict[str, list[Event]]
+    unreported: set[str]
     notify: bool
     # Rows of reports' events not yet inserted: a transaction of many reports (the
     # report writer's) inserts all their events in one statement as it ends
@@ -270,6 +273,7 @@ class EventQueries:
         ).one()[:3]
         events, rows = self._numbered(job_id, pk, last, event_key, drafts, now)
         self._write_rows(rows)
+        self.unreported.add(job_id)
         return events
 
     def _numbered(
@@ -318,6 +322,11 @@ class EventQueries:
             self._conn.execute(
                 _INSERT, [dict(zip(_INSERT_COLUMNS, row, strict=True)) for row in rows]
             )
+
+    def committed(self) -> Appended:
+        """What this transaction appended, for the store's listeners once it committed."""
+        reported = {j: e for j, e in self.reported.items() if j not in self.unreported}
+        return Appended(frozenset(self.appended), reported)
 
     def flush_events(self) -> None:
         """Insert the reports' events deferred so far (see `_deferred_rows`)."""
@@ -370,6 +379,7 @@ class EventQueries:
         if self._deferred_rows is None:
             self._deferred_rows = []
         self._deferred_rows.extend(rows)
+        self.reported.setdefault(job_id, []).extend(events)
         return events
 
     def event_log(self, job_id: str, project_id: str | None = None) -> EventLog | None:

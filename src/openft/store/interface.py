@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 from openft.domain.entities import (
@@ -388,6 +389,17 @@ class Transaction(ABC):
         older than `heartbeat_before` count as expired)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one transaction of this process appended to jobs' logs, once it committed."""
+
+    jobs: frozenset[str]  # every job it appended events to
+    # Workers' reports' events, by job, in order: for a job here, all that the
+    # transaction appended to it, and a report changes no status, so its followers can
+    # be handed them as they are instead of reading the log again.
+    reported: Mapping[str, Sequence[Event]]
+
+
 class Store(ABC):
     """Transaction scopes over one database."""
 
@@ -445,9 +457,9 @@ class Store(ABC):
         """A read-write transaction that holds the write lock from its first statement."""
 
     @abstractmethod
-    def on_events(self, listener: Callable[[frozenset[str]], None]) -> None:
-        """Call `listener` with the ids of the jobs whose events a transaction of this
-        process has just committed, in the committing thread, after the commit."""
+    def on_events(self, listener: Callable[[Appended], None]) -> None:
+        """Call `listener` with what a transaction of this process appended to jobs'
+        logs, in the committing thread, after the commit."""
 
     @abstractmethod
     def dispose(self) -> None: ...

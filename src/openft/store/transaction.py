@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from openft.domain.entities import Event
 from openft.store.checkpoints import CheckpointQueries
 from openft.store.events import EventQueries
 from openft.store.files import FileQueries
@@ -34,6 +35,8 @@ class SqlTransaction(
         self.notify = notify  # PostgreSQL: appends notify other processes' followers
         self.appended: set[str] = set()  # jobs whose events this transaction appended
         self.appended_count = 0  # and how many events, for the metrics once it commits
+        self.reported: dict[str, list[Event]] = {}  # the events of reports, by job
+        self.unreported: set[str] = set()  # jobs given events other than by a report
 
     def ping(self) -> None:
         self._conn.execute(_PING)
