@@ -245,3 +245,45 @@ async def test_adapters_peft_cannot_mix_are_batched_one_adapter_at_a_time(
     assert passes > max(usage.completion_tokens for _, usage in together) + 1
     assert together == alone
     assert len({text for text, _ in alone}) == 3
+
+
+@pytest.mark.parametrize("embedding", [False, True])
+def test_mixed_batches_compute_what_peft_computes(tiny_model: Path, embedding: bool) -> None:
+    # The engine's mixed-batch hooks (registered once, rows of one adapter as one slice)
+    # give the logits peft's own `adapter_names` gives, rows of the base and of two
+    # adapters interleaved; with LoRA on the embeddings too, peft's layers do the rows.
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from openft.serving.decoding import _MixedRows
+
+    targets = ["q_proj", "v_proj"] + (["embed_tokens"] if embedding else [])
+    model: PeftModel | None = None
+    for n in range(2):
+        torch.manual_seed(n)
+        config = LoraConfig(r=4, target_modules=targets, init_lora_weights=False)
+        if model is None:
+            model = get_peft_model(
+                AutoModelForCausalLM.from_pretrained(tiny_model), config, f"a{n}"
+            )
+        else:
+            model.add_adapter(f"a{n}", config)
+    assert model is not None
+    model.eval()
+    names = ["a1", "__base__", "a0", "a1", "a0"]
+    ids = torch.randint(0, 50, (len(names), 7), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, adapter_names=names).logits
+        rows = _MixedRows(model)
+        assert rows._plain is not embedding  # both ways of running the rows are checked
+        rows.running(names)
+        got = model.get_base_model()(input_ids=ids).logits
+        rows.running(None)
+        assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+        # Between mixed passes the hooks change nothing.
+        model.set_adapter("a0")
+        alone = model.get_base_model()(input_ids=ids).logits
+        rows.remove()
+        assert torch.equal(alone, model.get_base_model()(input_ids=ids).logits)
+    assert not torch.allclose(expected[0], model.get_base_model()(input_ids=ids).logits[0])

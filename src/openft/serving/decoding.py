@@ -149,15 +149,20 @@ class Decoder:
             base.mixed = False
         if base.mixed is False:
             raise Unmixable()
+        rows = base.mixed_rows
+        if rows is None:
+            rows = base.mixed_rows = _MixedRows(base.model)
+        rows.running(names)
         try:
-            out = base.model(**inputs, adapter_names=names)
+            out = base.forward(**inputs)
         except (ValueError, TypeError) as exc:
-            _drop_adapter_name_hooks(base.model)
             if base.mixed is not None:
                 raise
             log.info("Adapters on %s are not batched together: %s", base.name, exc)
             base.mixed = False
             raise Unmixable() from exc
+        finally:
+            rows.running(None)
         base.mixed = True
         return out
 
@@ -212,17 +217,87 @@ def _mixable(model: Any, adapters: set[str | None]) -> bool:
     return True
 
 
-def _drop_adapter_name_hooks(model: Any) -> None:
-    """Remove the hooks peft registered for a mixed batch whose forward raised: its
-    context manager removes them only when the forward returns, and left in place they
-    would pass that batch's adapter names to every later forward."""
-    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+class _MixedRows:
+    """What peft's `adapter_names` argument does, without its cost on every pass.
 
-    for module in model.modules():
-        for key, hook in list(module._forward_pre_hooks.items()):
-            if getattr(hook, "func", None) is _adapter_names_pre_forward_hook:
-                del module._forward_pre_hooks[key]
-                module._forward_pre_hooks_with_kwargs.pop(key, None)
+    peft's forward walks every module of the model to register a hook that passes the
+    batch's adapter names (one a row) to each LoRA layer, and removes them after; each
+    layer then picks each adapter's rows with a list of indices (a copy in, a scatter
+    back). On a small model that is most of a mixed pass. These hooks are registered once
+    per base and its adapters (`LoadedBase.mixed_rows`, dropped when an adapter is loaded
+    or unloaded) and act only while a mixed batch runs (`running`):
+
+    - plain LoRA on linear layers (what the trainer makes): each layer computes the base
+      rows as peft's mixed forward does (every row `__base__`), and a hook after it adds
+      each adapter's product to its rows, the batch's rows being grouped by adapter
+      (runs of one adapter: slices, views rather than copies), as peft's vanilla
+      `_mixed_batch_forward` computes it, in the same order;
+    - anything else (LoRA variants, embeddings, convolutions, modules to save): the
+      names are passed to peft's layers as its own hooks pass them.
+
+    peft's checks still run in each layer (and its refusals raise), as before."""
+
+    def __init__(self, model: Any) -> None:
+        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora.layer import Linear
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        layers: list[Any] = [
+            m for m in model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))
+        ]
+        self._plain = not model.training and all(
+            type(m) is Linear and not m.lora_variant for m in layers
+        )
+        # The adapter of each row of the batch running now ("__base__": none), and its runs
+        # (adapter, first row, end); None between mixed passes (a pass on one adapter
+        # alone leaves the layers as they are).
+        self._names: list[str] | None = None
+        self._base_rows: list[str] = []
+        self._runs: list[tuple[str, int, int]] = []
+        self._handles = [
+            m.register_forward_pre_hook(self._pass_names, with_kwargs=True) for m in layers
+        ]
+        if self._plain:
+            self._handles += [m.register_forward_hook(self._add_rows) for m in layers]
+
+    def running(self, names: list[str] | None) -> None:
+        """The adapter of each row of the mixed batch about to run; None after it."""
+        self._names = names
+        self._runs = []
+        if names is None:
+            return
+        self._base_rows = ["__base__"] * len(names)
+        start = 0
+        for row in range(1, len(names) + 1):
+            if row == len(names) or names[row] != names[start]:
+                self._runs.append((names[start], start, row))
+                start = row
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _pass_names(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if self._names is None:
+            return None
+        # Plain layers compute the base rows here and `_add_rows` the adapters' (it takes
+        # the input as the first positional argument, as transformers passes it).
+        kwargs["adapter_names"] = self._base_rows if self._plain and args else self._names
+        return args, kwargs
+
+    def _add_rows(self, module: Any, args: tuple[Any, ...], result: Any) -> None:
+        if self._names is None or not args:
+            return
+        x = args[0]
+        for adapter, start, end in self._runs:
+            if adapter == "__base__" or adapter not in module.lora_A:
+                continue
+            lora_a = module.lora_A[adapter]
+            rows = x[start:end].to(lora_a.weight.dtype)
+            product = module.lora_B[adapter](lora_a(module.lora_dropout[adapter](rows)))
+            result[start:end] += (product * module.scaling[adapter]).to(result.dtype)
 
 
 def _left_pad(tensor: Any, width: int) -> Any:

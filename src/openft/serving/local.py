@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
@@ -37,7 +38,7 @@ from openft.domain.errors import InvalidRequest, ModelUnavailable, OpenFTError
 from openft.serving.decoding import Decoder, Unmixable
 from openft.serving.interface import Engine, Output, Usage
 from openft.serving.residency import LoadedBase, Residency
-from openft.serving.sequences import Item, Request, Sequence
+from openft.serving.sequences import Handover, Item, Request, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ TURN_QUOTA = 8
 # No tokenizer turns more than this many characters into one token on average: a prompt
 # longer than the context times this is refused before it is tokenized at all.
 MAX_CHARS_PER_TOKEN = 32
+# How long the scheduler waits, after a turn that made new requests' first outputs, for
+# their routes to send them before it runs the next forward pass (see `Handover`).
+HANDOVER_SECONDS = 0.005
+# The scheduler thread's niceness above the server's: where it shares a core with the
+# event loop, the loop (parsing requests, sending chunks) runs first when both are ready.
+SCHEDULER_NICENESS = 10
 
 
 def _token_ids(rendered: Any) -> list[int]:
@@ -88,8 +95,11 @@ class LocalEngine(Engine):
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+                # Asked for the next: the first was dealt with (a stream's chunk sent).
+                request.taken()
         finally:
             request.cancelled = True  # the client left, or the request ended: either way
+            request.taken()
 
     async def forget(self, fine_tuned_model: str) -> None:
         def unload() -> None:
@@ -140,6 +150,7 @@ class LocalEngine(Engine):
     def _run(self) -> None:
         import torch
 
+        _lower_priority()
         with torch.inference_mode():
             while self._take_inbox():
                 self._admit()
@@ -161,15 +172,27 @@ class LocalEngine(Engine):
         however many tokens the turn made (a wake-up is a system call, and the loop
         serves the clients between them)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Item]]] = {}
+        opened: dict[int, Request] = {}
         for request, item in self._outbox:
             by_loop.setdefault(request.loop, []).append((request, item))
+            if not request.opened:
+                request.opened = True
+                if not request.cancelled:
+                    opened[id(request)] = request
         self._outbox.clear()
+        handover = Handover(len(opened)) if opened else None
+        for request in opened.values():
+            request.handover = handover
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, items)
             except RuntimeError:  # the loop is gone: nobody is listening any more
                 for request, _ in items:
                     request.cancelled = True
+                    if request.handover is not None:
+                        request.taken()
+        if handover is not None:
+            handover.done.wait(HANDOVER_SECONDS)
 
     def _take_inbox(self) -> bool:
         """Take what was submitted (waiting for it only when there is nothing to decode);
@@ -267,7 +290,12 @@ class LocalEngine(Engine):
             key = (base.name, sequence.past is not None, adapter)
             batches.setdefault(key, []).append(sequence)
         decoded: set[tuple[int, ...]] = set()
-        work = [batches[key] for key in sorted(batches, key=lambda k: (k[0], k[1], k[2] or ""))]
+        # Each batch's rows grouped by adapter: a mixed pass then takes each adapter's
+        # rows as one slice (see `decoding._MixedRows`).
+        work = [
+            sorted(batches[key], key=lambda s: s.adapter or "")
+            for key in sorted(batches, key=lambda k: (k[0], k[1], k[2] or ""))
+        ]
         while work:
             batch = [s for s in work.pop(0) if not s.request.cancelled]
             if not batch:
@@ -340,6 +368,14 @@ class LocalEngine(Engine):
         if request.open_choices == 0:
             request.emit(Usage(request.prompt_tokens, request.completion_tokens))
             request.emit(None)
+
+
+def _lower_priority() -> None:
+    """Make the calling thread (the scheduler) yield the CPU to the event loop's."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCHEDULER_NICENESS)
+    except (AttributeError, OSError):  # not on this platform, or not allowed: no matter
+        pass
 
 
 def _deliver(items: list[tuple[Request, Item]]) -> None:

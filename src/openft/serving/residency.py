@@ -51,8 +51,18 @@ class LoadedBase:
     # an adapter was loaded): switched only when the next sequence needs another state.
     active: str | None = None
     enabled: bool | None = None
-    # Whether peft runs this base's adapters together in one batch (None: not tried yet).
+    # Whether peft runs this base's adapters together in one batch (None: not tried yet),
+    # and the hooks that run its mixed batches (`decoding._MixedRows`), made on the first.
     mixed: bool | None = None
+    mixed_rows: Any = None
+
+    def adapters_changed(self) -> None:
+        """An adapter was loaded or unloaded: whether they mix is to be found out again,
+        and the mixed-batch hooks are made again for the LoRA layers there are now."""
+        self.mixed = None
+        if self.mixed_rows is not None:
+            self.mixed_rows.remove()
+            self.mixed_rows = None
 
     @property
     def forward(self) -> Any:
@@ -130,7 +140,7 @@ class Residency:
         except Exception as exc:
             raise ModelUnavailable(f"Could not load the adapter of {model.name}: {exc}") from exc
         base.model.eval()
-        base.mixed = None  # whether peft mixes it with the others: tried on its first batch
+        base.adapters_changed()  # whether peft mixes it with the others: on its first batch
         size = sum(f.stat().st_size for f in Path(model.adapter).glob("adapter_model.*"))
         base.adapters[key] = model.name
         self._lru[(base.name, key)] = size
@@ -187,7 +197,8 @@ class Residency:
         else:
             # peft cannot delete a model's last adapter: take the LoRA layers out instead.
             base.model = base.model.unload()
-            base.active = base.enabled = base.mixed = None
+            base.active = base.enabled = None
+        base.adapters_changed()
         name = base.adapters.pop(key)
         self._lru.pop((base_name, key), None)
         _release_memory()

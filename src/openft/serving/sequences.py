@@ -4,6 +4,7 @@ completion, and where its outputs go) and its sequences (each one choice being g
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,25 @@ from openft.serving.interface import Output
 from openft.serving.residency import LoadedBase
 
 Item = Output | BaseException | None
+
+
+class Handover:
+    """First outputs of new requests handed to the event loops in one turn: the scheduler
+    waits (a little) until their routes have taken them, i.e. sent each first chunk, before
+    its next forward pass, which on a shared core would otherwise hold the GIL and the CPU
+    while the loop sends them one by one."""
+
+    def __init__(self, requests: int) -> None:
+        self._left = requests
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    def taken(self) -> None:
+        """One request's first output was taken (or it ended): on its event loop."""
+        with self._lock:
+            self._left -= 1
+            if self._left <= 0:
+                self.done.set()
 
 
 @dataclass
@@ -29,10 +49,20 @@ class Request:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     open_choices: int = 0
+    # Whether anything was emitted yet; the handover its first output is part of, until its
+    # route takes it (see `Handover`).
+    opened: bool = False
+    handover: Handover | None = None
 
     def emit(self, item: Item) -> None:
         """Send `item` to the client (once the scheduler's turn ends: `LocalEngine._flush`)."""
         self.outbox.append((self, item))
+
+    def taken(self) -> None:
+        """On the event loop: the route took its first output, or left."""
+        handover, self.handover = self.handover, None
+        if handover is not None:
+            handover.taken()
 
 
 @dataclass
