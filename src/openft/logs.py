@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -119,12 +121,52 @@ def configure(log_format: LogFormat = "text") -> None:
     _wrap_descriptors()
 
 
+class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes each record at once but flushes the stream only
+    every `FLUSH_SECONDS` (and at exit), not after every record: uvicorn's access line,
+    one a request, was a system call a request (about a tenth of an events page's time,
+    bench/events_bench.py). A record of WARNING or above is flushed at once."""
+
+    FLUSH_SECONDS = 0.2
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._dirty = False
+        threading.Thread(target=self._flush_often, name="log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            self._dirty = True
+            if record.levelno >= logging.WARNING:
+                self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self._dirty = False
+        super().flush()
+
+    def _flush_often(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            if self._dirty:
+                with contextlib.suppress(Exception):  # a closed stream at exit
+                    self.flush()
+
+
 def uvicorn_options(log_format: LogFormat) -> dict[str, Any]:
-    """`uvicorn.Config`'s logging options: none for text (its own format, unchanged);
-    for JSON a `log_config` under which its loggers hand their records to the root
-    logger's JSON handler."""
+    """`uvicorn.Config`'s logging options: for text its own configuration and format,
+    its access lines written by a `BufferedStreamHandler`; for JSON a `log_config` under
+    which its loggers hand their records to the root logger's JSON handler."""
     if log_format == "text":
-        return {}
+        from uvicorn.config import LOGGING_CONFIG
+
+        config = copy.deepcopy(LOGGING_CONFIG)
+        config["handlers"]["access"]["class"] = f"{__name__}.BufferedStreamHandler"
+        return {"log_config": config}
     loggers = {
         name: {"handlers": [], "level": "INFO", "propagate": True}
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access")

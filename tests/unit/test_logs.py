@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
 import textwrap
+import time
 
 import orjson
 
@@ -67,3 +69,33 @@ def test_every_byte_written_to_stdout_or_stderr_becomes_a_json_line() -> None:
     assert {"time", "level", "message"} <= entries[0].keys()
     failed = next(entry for entry in entries if entry["message"].startswith("failed"))
     assert failed["job_id"] == "ftjob-x" and failed["level"] == "error"
+
+
+class _Counted(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_access_lines_are_flushed_together_and_warnings_at_once() -> None:
+    """uvicorn's access log (text format) is written by a handler that flushes the stream
+    every fraction of a second, not after every line; a warning is flushed at once."""
+    config = logs.uvicorn_options("text")["log_config"]
+    assert config["handlers"]["access"]["class"] == "openft.logs.BufferedStreamHandler"
+    stream = _Counted()
+    handler = logs.BufferedStreamHandler(stream)
+    for n in range(100):
+        handler.handle(_record(f"GET /{n}"))
+    assert stream.getvalue().splitlines() == [f"GET /{n}" for n in range(100)]
+    assert stream.flushes == 0
+    for _ in range(50):  # the handler's thread flushes within its interval
+        if stream.flushes:
+            break
+        time.sleep(0.05)
+    assert stream.flushes == 1
+    handler.handle(_record("slow down", logging.WARNING))
+    assert stream.flushes == 2 and stream.getvalue().endswith("slow down\n")
