@@ -378,7 +378,7 @@ def test_a_recovery_between_a_reports_read_and_write_wins_and_nothing_is_appende
     job_id = world.running()
     world.silent()
     recovery = world.rival(world.services.worker.recover_stale)
-    worker = world.worker(world.paused("get_job", recovery))
+    worker = world.worker(world.paused("get_hold", recovery))  # a report reads the hold
     with pytest.raises(LeaseLost):
         worker.report(job_id, "w1", 1, [metrics(1)])
     assert recovery.outcome() == 1

@@ -88,12 +88,19 @@ class Assignment:
     start: Start | None = None
 
 
-def _lease_lost(job: Job, worker_id: str) -> LeaseLost:
+def _lease_lost(job_id: str, status: JobStatus, worker_id: str) -> LeaseLost:
     return LeaseLost(
-        f"Worker {worker_id} does not hold fine-tuning job {job.id} "
-        f"(its status is {job.status.value}); stop working on it.",
+        f"Worker {worker_id} does not hold fine-tuning job {job_id} "
+        f"(its status is {status.value}); stop working on it.",
         param="worker_id",
     )
+
+
+def _check_hold(job_id: str, status: JobStatus, lease: Lease | None, worker_id: str) -> Lease:
+    """The hold of `worker_id` on the job, or why it has none."""
+    if status is not S.RUNNING or lease is None or lease.worker_id != worker_id:
+        raise _lease_lost(job_id, status, worker_id)
+    return lease
 
 
 def stop_outcome(control: Control | None) -> tuple[Outcome, EventDraft]:
@@ -134,15 +141,22 @@ class WorkerService:
         job = tx.get_job(job_id)
         if job is None:
             raise job_not_found(job_id)
-        if job.status is not S.RUNNING or job.lease is None or job.lease.worker_id != worker_id:
-            raise _lease_lost(job, worker_id)
+        _check_hold(job_id, job.status, job.lease, worker_id)
         return job
+
+    @staticmethod
+    def _hold(tx: Transaction, job_id: str, worker_id: str) -> Lease:
+        """`_held` for every report: the job's status and hold, not the whole job."""
+        found = tx.get_hold(job_id)
+        if found is None:
+            raise job_not_found(job_id)
+        return _check_hold(job_id, *found, worker_id)
 
     @staticmethod
     def _lost(tx: Transaction, job_id: str, worker_id: str) -> LeaseLost | NotFound:
         """After a write that carried the hold lost: why, as the job now is."""
         job = tx.get_job(job_id)
-        return job_not_found(job_id) if job is None else _lease_lost(job, worker_id)
+        return job_not_found(job_id) if job is None else _lease_lost(job_id, job.status, worker_id)
 
     @classmethod
     def _renew(
@@ -301,8 +315,7 @@ class WorkerService:
         """`report` in the transaction `tx`. A refusal (`LeaseLost`, `NotFound`) is raised
         before anything is written."""
         now = self._clock()
-        lease = self._held(tx, job_id, worker_id).lease
-        assert lease is not None
+        lease = self._hold(tx, job_id, worker_id)
         if batch <= lease.worker_batch:
             return False
         reported = lease.reported_step
@@ -318,7 +331,7 @@ class WorkerService:
             job_id, worker_id, now, batch=batch, reported_step=reported, drafts=fresh
         )
         if applied is None:  # lost: the hold went meanwhile (raises), or a retry raced
-            self._held(tx, job_id, worker_id)
+            self._hold(tx, job_id, worker_id)
             return False
         return True
 

@@ -29,6 +29,7 @@ from openft.domain.entities import (
     JobError,
     JobStatus,
     KeyScope,
+    Lease,
     MetadataFilter,
     Method,
     Outcome,
@@ -117,6 +118,11 @@ class Transaction(ABC):
     @abstractmethod
     def get_job(self, job_id: str, project_id: str | None = None) -> Job | None:
         """The job; restricted to `project_id` when given."""
+
+    @abstractmethod
+    def get_hold(self, job_id: str) -> tuple[JobStatus, Lease | None] | None:
+        """The job's status and its worker's hold alone (what every report checks), or
+        None if there is no such job."""
 
     @abstractmethod
     def list_jobs(

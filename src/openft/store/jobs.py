@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, ScalarSelect, and_, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    ScalarSelect,
+    and_,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 
 from openft.domain.entities import (
     Control,
@@ -27,6 +36,10 @@ _SKIP = ("pk", "updated_at", "last_event_seq", "model_deleted_at", *_LEASE)
 # A job's columns, as every query that returns a job selects them (and `to_job` reads).
 JOB_FIELDS = [c for c in jobs.c if c.name not in _SKIP] + [jobs.c[name] for name in _LEASE]
 S = JobStatus
+# A job's status and hold: read by every worker's report, so a few columns, not the job.
+_HOLD = select(jobs.c.status, *[jobs.c[name] for name in _LEASE]).where(
+    jobs.c.id == bindparam("job_id")
+)
 # A claim moves a queued job to running; the table must allow it (checked at import).
 _CLAIMED_FROM = lawful({S.QUEUED}, S.RUNNING)
 
@@ -37,6 +50,12 @@ def _method_to_json(method: Method) -> dict[str, Any]:
 
 def _method_from_json(value: dict[str, Any]) -> Method:
     return Method.from_dict(value)
+
+
+def _lease_of(row: Any) -> Lease | None:
+    if row.worker_id is None:
+        return None
+    return Lease(row.worker_id, row.heartbeat_at, row.attempts, row.worker_batch, row.reported_step)
 
 
 def to_job(row: Any) -> Job:
@@ -60,13 +79,7 @@ def to_job(row: Any) -> Job:
         error=JobError(**row.error) if row.error else None,
         result_files=list(row.result_files),
         control=Control(row.control) if row.control else None,
-        lease=(
-            Lease(
-                row.worker_id, row.heartbeat_at, row.attempts, row.worker_batch, row.reported_step
-            )
-            if row.worker_id is not None
-            else None
-        ),
+        lease=_lease_of(row),
     )
 
 
@@ -121,6 +134,10 @@ class JobQueries:
             query = query.where(jobs.c.project_id == project_id)
         row = self._conn.execute(query).one_or_none()
         return None if row is None else to_job(row)
+
+    def get_hold(self, job_id: str) -> tuple[JobStatus, Lease | None] | None:
+        row = self._conn.execute(_HOLD, {"job_id": job_id}).one_or_none()
+        return None if row is None else (JobStatus(row.status), _lease_of(row))
 
     def list_jobs(
         self, project_id: str, *, after: str | None, limit: int, metadata: MetadataFilter | None
