@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -53,6 +53,8 @@ HANDOVER_SECONDS = 0.005
 # The scheduler thread's niceness above the server's: where it shares a core with the
 # event loop, the loop (parsing requests, sending chunks) runs first when both are ready.
 SCHEDULER_NICENESS = 10
+# Tokens of the latest conversations kept, in all (see `LocalEngine._prompt`).
+PROMPT_TOKENS_KEPT = 1 << 16
 
 
 def _token_ids(rendered: Any) -> list[int]:
@@ -76,6 +78,10 @@ class LocalEngine(Engine):
         self._cursor: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
+        # The latest conversations' tokens on each base (see `_prompt`); never changed once
+        # made, so that sequences share them.
+        self._prompts: OrderedDict[tuple[str, tuple[ChatMessage, ...]], list[int]] = OrderedDict()
+        self._prompt_tokens = 0
 
     # The event loop's side.
 
@@ -249,13 +255,7 @@ class LocalEngine(Engine):
                 param="messages",
                 code="context_length_exceeded",
             )
-        prompt = _token_ids(
-            base.tokenizer.apply_chat_template(
-                [{"role": m.role, "content": m.content} for m in request.messages],
-                tokenize=True,
-                add_generation_prompt=True,
-            )
-        )
+        prompt = self._prompt(base, request.messages)
         limit = request.sampling.max_tokens
         if base.context is not None and len(prompt) + (limit or 1) > base.context:
             raise InvalidRequest(
@@ -277,6 +277,28 @@ class LocalEngine(Engine):
                 generator.manual_seed((request.sampling.seed + index) % 2**64)
             self._active.append(Sequence(request, index, base, adapter, prompt, generator))
         self._models.touch(base.name, adapter)
+
+    def _prompt(self, base: LoadedBase, messages: list[ChatMessage]) -> list[int]:
+        """The conversation's tokens as the base's chat template renders them: the same
+        conversation asked of several models of one base (the playground's three, a
+        client's retries) is rendered once (the template is most of admitting a request)."""
+        key = (base.name, tuple(messages))
+        prompt = self._prompts.get(key)
+        if prompt is None:
+            prompt = _token_ids(
+                base.tokenizer.apply_chat_template(
+                    [{"role": m.role, "content": m.content} for m in messages],
+                    tokenize=True,
+                    add_generation_prompt=True,
+                )
+            )
+            self._prompts[key] = prompt
+            self._prompt_tokens += len(prompt)
+            while self._prompt_tokens > PROMPT_TOKENS_KEPT:
+                self._prompt_tokens -= len(self._prompts.popitem(last=False)[1])
+        else:
+            self._prompts.move_to_end(key)
+        return prompt
 
     def _turn(self) -> None:
         """One token for each sequence whose turn it is: on each base, the prompts of the
