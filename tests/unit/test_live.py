@@ -105,7 +105,7 @@ async def test_reports_reach_followers_as_committed_and_a_gap_is_read(
     last = await anext(follower)
     assert [e.message for e in last] == ["not a report"] and db.reads == reads + 2
     assert last[0].seq == replay[-1].seq + 6  # r1 r2 r3 unheard r4, then it: none twice
-    await follower.aclose()
+    await follower.aclose()  # type: ignore[attr-defined]
 
 
 async def test_a_follower_that_cannot_keep_up_is_told_to_reconnect(

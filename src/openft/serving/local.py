@@ -1,16 +1,17 @@
 """The embedded engine: transformers + peft in the server's own process.
 
 One scheduler thread owns every model and does all torch work, so the event loop never
-waits on it. It decodes the active sequences in turns, grouped by adapter so that it
-switches adapters at most once per adapter per turn: a long answer does not hold up a
-short one, and a new request's first token comes after one turn, not after the requests
-before it have finished. Turns are shared fairly between projects (tenants): each gets at
+waits on it. It decodes the active sequences in turns: each turn, on each base, the
+prompts of the new sequences go through one forward pass and the next tokens of the
+others through another, whatever their adapters (peft's mixed batches, each row under its
+own adapter; see `decoding`), so a long answer does not hold up a short one, and a new
+request's first token comes after one turn, not after the requests before it have
+finished. Turns are shared fairly between projects (tenants): each gets at
 most `TURN_QUOTA` tokens a turn, its sequences taking their turns in rotation, and a
 project running less than its fair share of the room (64 sequences) is admitted even
 when the engine is full, so one project's `n=128` cannot hold another's first token. A
-request whose client went away is dropped before its next token. Sequences are not
-batched into one forward pass (each has its own KV cache); loading a model pauses the
-turns while it runs.
+request whose client went away is dropped before its next token. Loading a model pauses
+the turns while it runs.
 
 This module is the scheduler (`LocalEngine`: inbox, admission, turns, hand-over to the
 event loops). What it schedules is in three others: `residency` (one copy of each base
