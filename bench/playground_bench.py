@@ -11,9 +11,13 @@ clock of each answer starts when its request is sent; its first token is the fir
 with content. Prints the medians and the ratio (target: three together <= 1.5x alone).
 With --pin, as the other benchmarks measure: the server (every thread) on CPU 0, this
 client on CPU 1. With --same-model, the three answers are all the base model's (no job
-is trained): what the server's path costs per request, without adapters.
+is trained): what the server's path costs per request, without adapters. The client is
+plain HTTP (httpx, the SSE lines parsed as they come), as the console's fetch is; with
+--sdk the openai SDK, whose request building and per-chunk models, three streams on the
+client's one core, add their own delay to the three (about 2 ms a request here).
 
 Usage: python bench/playground_bench.py [--rounds 20] [--tokens 64] [--pin] [--same-model]
+       [--sdk]
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 from openai import AsyncOpenAI, OpenAI
 
 from openft.store.database import sqlite_url
@@ -60,8 +66,8 @@ def train(client: OpenAI) -> tuple[str, str]:
     return str(finished.fine_tuned_model), checkpoints[-1].fine_tuned_model_checkpoint
 
 
-async def first_token(client: AsyncOpenAI, model: str, tokens: int) -> tuple[float, int]:
-    """Seconds from sending to the first content, and the tokens the answer had."""
+async def first_token_sdk(client: AsyncOpenAI, model: str, tokens: int) -> tuple[float, int]:
+    """Seconds from sending to the first content, and the tokens the answer had (openai)."""
     started = time.perf_counter()
     first = 0.0
     produced = 0
@@ -81,29 +87,72 @@ async def first_token(client: AsyncOpenAI, model: str, tokens: int) -> tuple[flo
     return first, produced
 
 
+async def first_token_http(client: httpx.AsyncClient, model: str, tokens: int) -> tuple[float, int]:
+    """`first_token_sdk` as the console's playground asks: one POST, its server-sent
+    events read as they come (a browser's fetch, not the SDK's models per chunk)."""
+    body = {
+        "model": model,
+        "messages": MESSAGES,
+        "temperature": 1,
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first = 0.0
+    produced = 0
+    async with client.stream("POST", "chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = orjson.loads(line[6:])
+            choices = chunk.get("choices")
+            if choices and choices[0]["delta"].get("content") and not first:
+                first = time.perf_counter() - started
+            if chunk.get("usage"):
+                produced = chunk["usage"]["completion_tokens"]
+    return first, produced
+
+
 async def measure(
-    base_url: str, key: str, models: list[str], rounds: int, tokens: int
+    base_url: str, key: str, models: list[str], rounds: int, tokens: int, sdk: bool
 ) -> tuple[list[float], list[float], list[float], int]:
     """(alone, the slowest of three together, every one of the three) first tokens."""
-    client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0)
+    if sdk:
+        openai = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0)
+
+        async def first_token(model: str, tokens: int) -> tuple[float, int]:
+            return await first_token_sdk(openai, model, tokens)
+
+        close = openai.close
+    else:
+        http = httpx.AsyncClient(
+            base_url=f"{base_url}/", headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+
+        async def first_token(model: str, tokens: int) -> tuple[float, int]:
+            return await first_token_http(http, model, tokens)
+
+        close = http.aclose
     alone: list[float] = []
     slowest: list[float] = []
     together: list[float] = []
     produced = 0
     try:
         for model in models:  # load each once
-            await first_token(client, model, 1)
+            await first_token(model, 1)
         for n in range(rounds):
-            first, count = await first_token(client, models[n % len(models)], tokens)
+            first, count = await first_token(models[n % len(models)], tokens)
             alone.append(first)
             produced += count
-            three = await asyncio.gather(*(first_token(client, m, tokens) for m in models))
+            three = await asyncio.gather(*(first_token(m, tokens) for m in models))
             firsts = [f for f, _ in three]
             together += firsts
             slowest.append(max(firsts))
             produced += sum(c for _, c in three)
     finally:
-        await client.close()
+        await close()
     return alone, slowest, together, produced
 
 
@@ -113,6 +162,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--pin", action="store_true", help="server on CPU 0, client on CPU 1")
     parser.add_argument("--same-model", action="store_true", help="three of the base model")
+    parser.add_argument(
+        "--sdk", action="store_true", help="the openai SDK as the client, not plain HTTP"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="openft-playground-bench-"))
     model_dir = build_tiny_model(root / "tiny", [toy_chat_file().decode()])
@@ -132,7 +184,7 @@ def main() -> None:
             os.sched_setaffinity(0, {1})
             print("server pinned to CPU 0, client to CPU 1")
         alone, slowest, together, produced = asyncio.run(
-            measure(server.base_url, server.key, models, args.rounds, args.tokens)
+            measure(server.base_url, server.key, models, args.rounds, args.tokens, args.sdk)
         )
     ms = 1000
     one = statistics.median(alone)
