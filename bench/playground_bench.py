@@ -143,13 +143,15 @@ async def measure(
         for model in models:  # load each once
             await first_token(model, 1)
         for n in range(rounds):
+            # An answer with no text at all (its first token the end) has no first token:
+            # it is left out, not counted as 0 ms.
             first, count = await first_token(models[n % len(models)], tokens)
-            alone.append(first)
+            alone += [first] if first else []
             produced += count
             three = await asyncio.gather(*(first_token(m, tokens) for m in models))
-            firsts = [f for f, _ in three]
+            firsts = [f for f, _ in three if f]
             together += firsts
-            slowest.append(max(firsts))
+            slowest += [max(firsts)] if firsts else []
             produced += sum(c for _, c in three)
     finally:
         await close()

@@ -42,6 +42,9 @@ from openft.serving.residency import LoadedBase, Residency
 from openft.serving.sequences import Handover, Item, Request, Sequence
 
 log = logging.getLogger(__name__)
+# How long a request that wakes the idle engine waits for others sent with it (see
+# `_take_inbox`): a millisecond or two against a first token's several (tens on a GPU).
+ADMISSION_WAIT_SECONDS = 0.0015
 
 # Sequences of one project decoded per turn: a project's many choices advance in rotation.
 TURN_QUOTA = 8
@@ -204,10 +207,20 @@ class LocalEngine(Engine):
     def _take_inbox(self) -> bool:
         """Take what was submitted (waiting for it only when there is nothing to decode);
         False once the engine is closing."""
-        items = [] if self._active or self._waiting else [self._inbox.get()]
+        idle = not (self._active or self._waiting)
+        items = [self._inbox.get()] if idle else []
+        # Woken from idle by a request: the ones sent with it (the playground's three
+        # models, a client's parallel calls) are usually a moment behind, still being
+        # prepared; a short wait lets one prefill take them all, where starting at once
+        # would make them wait for the first one's pass and then take one of their own.
+        until = time.monotonic() + ADMISSION_WAIT_SECONDS
+        gather = idle and isinstance(items[0], Request)
         while True:
             try:
-                items.append(self._inbox.get_nowait())
+                left = until - time.monotonic() if gather else 0.0
+                items.append(
+                    self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait()
+                )
             except queue.Empty:
                 break
         for item in items:
