@@ -54,8 +54,8 @@ TESTS=(
   "tests/acceptance/test_training.py::test_a_supervised_job_really_trains_and_reports_like_openai"
   "tests/acceptance/test_training.py::test_a_dpo_job_succeeds"
   "tests/acceptance/test_chat.py"
-  "tests/acceptance/test_rft.py::test_an_rft_job_learns_what_its_grader_rewards"
   "tests/acceptance/test_rft.py::test_an_rft_job_is_graded_by_a_model_the_server_serves"
+  "tests/acceptance/test_rft.py::test_an_rft_job_learns_what_its_grader_rewards"  # last: asserts GRPO learnt, in bf16 here
 )
 timeout "$(left 330)" "${PYTEST[@]}" -m "not postgres" --timeout 240 \
   "${TESTS[@]}" 2>&1 | tee "$OUT/pytest.log"
