@@ -25,14 +25,15 @@ python3 - <<'EOF' 2>&1 | tee "$OUT/versions.txt"
 import importlib.metadata as md
 import torch
 for name in ("torch", "transformers", "peft", "accelerate", "trl", "datasets",
-             "huggingface-hub", "pyarrow", "fsspec", "tokenizers", "openai", "fastapi"):
+             "huggingface-hub", "pyarrow", "fsspec", "tokenizers", "openai", "fastapi", "pytest"):
     try:
         print(f"{name} {md.version(name)}")
     except md.PackageNotFoundError:
         print(f"{name} MISSING")
 print("cuda available:", torch.cuda.is_available(), torch.version.cuda,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
-import openft.api.app, openft.cli.main, openft.training.run, trl, datasets  # noqa: E401,F401
+import openft.api.app, openft.cli.main, openft.training.run, datasets  # noqa: E401,F401
+from trl import DPOTrainer, SFTTrainer  # noqa: F401
 print("imports ok")
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "GPU CHECK: FAIL (imports/versions)"; exit 1; }
