@@ -38,7 +38,7 @@ print("imports ok")
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "GPU CHECK: FAIL (imports/versions)"; exit 1; }
 
-PYTEST=(python3 -m pytest -x -q -p no:cacheprovider)
+PYTEST=(python3 -m pytest -q -p no:cacheprovider)  # no -x: one run shows every result
 left() { local n=$(($1 - (SECONDS - started))); echo $((n > 10 ? n : 10)); }  # s until $1
 
 # 3. The GPU test first. It must pass, not skip (a skip would mean torch sees no GPU).
