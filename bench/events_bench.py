@@ -282,6 +282,9 @@ def http_rps(base_url: str, key: str, path: str, seconds: int) -> float:
             text=True,
             check=True,
         ).stdout
+        # A page refused (401, 404, 500) is counted by wrk as a request: none may be.
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise RuntimeError(f"wrk saw failed requests on {path}:\n{out}")
         line = next(line for line in out.splitlines() if line.startswith("Requests/sec"))
         return float(line.split()[1])
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:

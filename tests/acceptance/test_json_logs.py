@@ -62,3 +62,26 @@ def test_every_line_of_a_training_servers_log_is_a_json_object(
     # The worker's lines while the job ran, and the trainer's own output, relayed.
     assert having(job_id=job.id, logger="openft.worker.loop")
     assert having(job_id=job.id, logger="openft.trainer")
+
+
+def test_the_text_logs_access_lines_are_uvicorns(tmp_path: Path) -> None:
+    """In the text format to a file, openft writes the access lines itself (logs.AccessLog):
+    one a request, uvicorn's line exactly, the events page answered before routing and a
+    refusal included, all of them on the file once the server stops."""
+    location = ["--data-dir", str(tmp_path)]
+    key = openft_command("keys", "create", "--project", "acme", *location)
+    with local_server(tmp_path, "--no-worker", "--access-log") as (url, _process):
+        client = OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+        client.models.list()
+        with pytest.raises(openai.NotFoundError):
+            client.fine_tuning.jobs.list_events("ftjob-nosuchjob", limit=2)
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0).models.list()
+    text = (tmp_path / "server.log").read_text()
+    lines = [line for line in text.splitlines() if ' - "' in line and "/healthz" not in line]
+    assert [line.split(" - ", 1)[1] for line in lines] == [
+        '"GET /v1/models HTTP/1.1" 200 OK',
+        '"GET /v1/fine_tuning/jobs/ftjob-nosuchjob/events?limit=2 HTTP/1.1" 404 Not Found',
+        '"GET /v1/models HTTP/1.1" 401 Unauthorized',
+    ], text
+    assert all(line.startswith("INFO:     127.0.0.1:") for line in lines), text

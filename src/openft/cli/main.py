@@ -191,12 +191,15 @@ def serve(
                 settings,
             )
         )
+    # The access lines: openft's own writer, or uvicorn's logger (JSON, a terminal).
+    writer = logs.access_log(settings.log_format, access_log)
     api = create_app(
         services,
         revalidate_every_seconds=settings.revalidate_after_seconds,
         webhook_every_seconds=settings.webhook_poll_seconds,
         background=background,
         max_request_bytes=settings.max_request_bytes,
+        access_log=writer,
     )
     if settings.metrics_address:
         from openft.api.metrics import serve_metrics
@@ -211,7 +214,7 @@ def serve(
             api,
             host=settings.host,
             port=settings.port,
-            access_log=access_log,
+            access_log=access_log and writer is None,  # else openft writes them
             log_level="info",
             # Its own format for text; for json, its loggers hand records to ours.
             **logs.uvicorn_options(settings.log_format),
