@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from openft import sse_lines
 from openft.domain.entities import BaseModel, EventDraft
 from openft.services.jobs import NewJob
 from openft.settings import Settings
@@ -97,7 +98,7 @@ async def follow(client: httpx.AsyncClient, url: str, tally: Tally, ready: async
         try:
             async with client.stream("GET", url, headers=headers) as response:
                 response.raise_for_status()
-                async for line in response.aiter_lines():
+                async for line in sse_lines.alines(response.aiter_bytes()):
                     if line.startswith("id: "):
                         event_id = line[4:]
                     elif line.startswith("data: {"):

@@ -36,6 +36,7 @@ import httpx
 import orjson
 from openai import AsyncOpenAI, OpenAI
 
+from openft import sse_lines
 from openft.store.database import sqlite_url
 from openft.testing.data import toy_chat_file
 from openft.testing.server import running_server, wait_until
@@ -103,7 +104,7 @@ async def first_token_http(client: httpx.AsyncClient, model: str, tokens: int) -
     produced = 0
     async with client.stream("POST", "chat/completions", json=body) as response:
         response.raise_for_status()
-        async for line in response.aiter_lines():
+        async for line in sse_lines.alines(response.aiter_bytes()):
             if not line.startswith("data: {"):
                 continue
             chunk = orjson.loads(line[6:])

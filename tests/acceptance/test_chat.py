@@ -16,6 +16,7 @@ import orjson
 import pytest
 from openai import OpenAI
 
+from openft import sse_lines
 from openft.testing.data import REPEAT_WORDS, repeat_example, repeat_file
 from openft.testing.server import Server, openft_command, running_server, wait_until
 from tests.conftest import BACKENDS, _fresh_database
@@ -152,7 +153,9 @@ def test_the_bodies_match_openais_schemas(trained: Trained) -> None:
     stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
     with http.stream("POST", "/chat/completions", json=stream) as streamed:
         assert streamed.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+        lines = [
+            line for line in sse_lines.lines(streamed.iter_bytes()) if line.startswith("data: ")
+        ]
     assert lines[-1] == "data: [DONE]"
     for line in lines[:-1]:
         chunk = orjson.loads(line.removeprefix("data: "))

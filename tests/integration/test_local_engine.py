@@ -210,7 +210,9 @@ async def test_a_batch_answers_as_each_request_alone(adapters: list[ServedModel]
     greedy = Sampling(max_tokens=12, temperature=0, n=2)
     try:
         alone, together, passes = await together_and_alone(engine, asks, greedy)
-        assert passes <= 12  # one batch: not one pass per sequence
+        # One batch, not one pass per sequence: a prefill, 11 decodes, and at most one
+        # more for those whose first token gave no text yet (`LocalEngine._turn`).
+        assert passes <= 13
     finally:
         await engine.aclose()
     assert together == alone

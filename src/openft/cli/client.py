@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from openft import sse_lines
+
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 RECONNECTS = 10
 
@@ -117,7 +119,7 @@ def _sse_objects(response: httpx.Response) -> Iterator[dict[str, Any] | None]:
     if response.is_error:
         response.read()
         raise ApiError(_message(response))
-    for line in response.iter_lines():
+    for line in sse_lines.lines(response.iter_bytes()):
         if line == "data: [DONE]":
             yield None
             return

@@ -153,6 +153,8 @@ class LocalEngine(Engine):
                 self._thread = threading.Thread(target=self._run, name="openft-serving")
                 self._thread.daemon = True
                 self._thread.start()
+        if isinstance(item, Request):
+            item.submitted = time.monotonic()
         self._inbox.put(item)
 
     # The scheduler thread's side: everything below runs on it alone.
@@ -213,8 +215,11 @@ class LocalEngine(Engine):
         # models, a client's parallel calls) are usually a moment behind, still being
         # prepared; a short wait lets one prefill take them all, where starting at once
         # would make them wait for the first one's pass and then take one of their own.
-        until = time.monotonic() + ADMISSION_WAIT_SECONDS
-        gather = idle and isinstance(items[0], Request)
+        # The wait counts from the first one's submission, not from this thread's waking:
+        # the event loop, which runs first, has often sent the others by then.
+        head = items[0] if idle else None
+        gather = isinstance(head, Request)
+        until = (head.submitted if isinstance(head, Request) else 0.0) + ADMISSION_WAIT_SECONDS
         while True:
             try:
                 left = until - time.monotonic() if gather else 0.0
@@ -318,14 +323,32 @@ class LocalEngine(Engine):
         """One token for each sequence whose turn it is: on each base, the prompts of the
         new sequences in one forward pass, the next tokens of the others in another."""
         self._active = [s for s in self._active if not s.request.cancelled]
+        decoded: set[tuple[int, ...]] = set()
+        started = self._passes(self._turn_takers(), decoded)
+        # New answers whose first token gave no text (an incomplete character, held back)
+        # while others started with them gave theirs: one more pass for them alone now.
+        # Else they would wait for the others' first chunks to be sent (the hand-over)
+        # and then a pass of them all: the slowest of answers started together (the
+        # playground's three) a whole pass behind.
+        running = {id(s) for s in self._active}
+        silent = [s for s in started if s.sent == 0 and id(s) in running]
+        if silent and len(silent) < len(started):
+            self._passes(silent, decoded)
+        self._active = [s for s in self._active if not s.request.cancelled]
+        self._decoder.keep(decoded, {id(s) for s in self._active})
+
+    def _passes(self, sequences: list[Sequence], decoded: set[tuple[int, ...]]) -> list[Sequence]:
+        """One token for each of `sequences`, in a forward pass per base (and per adapter
+        where peft cannot mix them): the new ones' prompts, the others' last tokens. The
+        batches decoded go into `decoded`; returns the sequences whose prompts were run."""
         batches: dict[tuple[str, bool, str | None], list[Sequence]] = {}
-        for sequence in self._turn_takers():
+        for sequence in sequences:
             base = sequence.base
             # Where peft cannot mix adapters in a batch (see `Decoder`), one per adapter.
             adapter = sequence.adapter if base.mixed is False else None
             key = (base.name, sequence.past is not None, adapter)
             batches.setdefault(key, []).append(sequence)
-        decoded: set[tuple[int, ...]] = set()
+        started: list[Sequence] = []
         # Each batch's rows grouped by adapter: a mixed pass then takes each adapter's
         # rows as one slice (see `decoding._MixedRows`).
         work = [
@@ -342,6 +365,7 @@ class LocalEngine(Engine):
                     rows = self._decoder.decode(batch)
                 else:
                     rows = self._decoder.prefill(batch)
+                    started += batch
             except Unmixable:
                 groups: dict[str | None, list[Sequence]] = {}
                 for sequence in batch:
@@ -367,8 +391,7 @@ class LocalEngine(Engine):
                 if finish is not None:
                     self._active.remove(sequence)
                     self._finish(sequence)
-        self._active = [s for s in self._active if not s.request.cancelled]
-        self._decoder.keep(decoded, {id(s) for s in self._active})
+        return started
 
     def _turn_takers(self) -> list[Sequence]:
         """At most `TURN_QUOTA` sequences of each tenant, the next ones in its rotation."""

@@ -45,6 +45,7 @@ class Request:
     outputs: asyncio.Queue[Item]
     outbox: list[tuple[Request, Item]]
     tenant: str = ""
+    submitted: float = 0.0  # when it was handed to the engine (time.monotonic)
     cancelled: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from openft import sse_lines
 from openft.domain.chat import ChatMessage, Sampling
 from openft.domain.entities import ServedModel
 from openft.domain.errors import InvalidRequest, ModelUnavailable
@@ -86,7 +87,7 @@ class VllmEngine(Engine):
                     if r.status_code == 404:  # vLLM restarted and lost the adapter
                         self._registered.discard(model.name)
                     raise _error(r)
-                async for line in r.aiter_lines():
+                async for line in sse_lines.alines(r.aiter_bytes()):
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line.removeprefix("data: "))
