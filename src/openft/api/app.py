@@ -96,6 +96,10 @@ def create_app(
             await services.live.aclose()
             await services.inference.aclose()
             await services.db.aclose()
+            if access_log is not None:
+                # Now, not at exit: uvicorn ends a SIGTERM's shutdown by raising the
+                # signal again, and the process then dies without running atexit.
+                access_log.flush()
 
     app = FastAPI(
         title="openft",
