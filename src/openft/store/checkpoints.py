@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select
+from sqlalchemy import BindParameter, Connection, Select, bindparam, delete, insert, select
 
 from openft.domain.entities import Checkpoint, Page
 from openft.store.jobs import job_pk
@@ -32,12 +32,17 @@ def _to_checkpoint(row: Any) -> Checkpoint:
     )
 
 
-def _of_job(job_id: str) -> Select[Any]:
+def _of_job(job_id: str | BindParameter[str]) -> Select[Any]:
     return (
         select(*_FIELDS)
         .join(jobs, jobs.c.pk == job_checkpoints.c.job_pk)
         .where(jobs.c.id == job_id)
     )
+
+
+# A checkpoint's model (`ft:…:ckpt-step-N`) is looked up by every chat completion on it:
+# the statement is built once.
+_AT_STEP = _of_job(bindparam("job_id")).where(job_checkpoints.c.step_number == bindparam("step"))
 
 
 class CheckpointQueries:
@@ -63,7 +68,8 @@ class CheckpointQueries:
         return self._one(_of_job(job_id).where(job_checkpoints.c.id == checkpoint_id))
 
     def checkpoint_at_step(self, job_id: str, step: int) -> Checkpoint | None:
-        return self._one(_of_job(job_id).where(job_checkpoints.c.step_number == step))
+        row = self._conn.execute(_AT_STEP, {"job_id": job_id, "step": step}).one_or_none()
+        return None if row is None else _to_checkpoint(row)
 
     def latest_checkpoint(self, job_id: str) -> Checkpoint | None:
         page = self.list_checkpoints(job_id, after=None, limit=1)

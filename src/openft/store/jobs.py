@@ -43,6 +43,14 @@ _HOLD = select(jobs.c.status, *[jobs.c[name] for name in _LEASE]).where(
 # A claim moves a queued job to running; the table must allow it (checked at import).
 _CLAIMED_FROM = lawful({S.QUEUED}, S.RUNNING)
 
+# Every chat completion on a fine-tuned model looks its job up: one statement, built once
+# (building a select is most of the lookup's Python time).
+_JOB_OF_MODEL = select(*JOB_FIELDS).where(
+    jobs.c.fine_tuned_model == bindparam("model"),
+    jobs.c.project_id == bindparam("project_id"),
+    jobs.c.model_deleted_at.is_(None),
+)
+
 
 def _method_to_json(method: Method) -> dict[str, Any]:
     return method.to_dict()  # the domain's one shape of a method
@@ -211,13 +219,8 @@ class JobQueries:
         return [(row.fine_tuned_model, row.finished_at or 0) for row in rows]
 
     def job_of_model(self, project_id: str, fine_tuned_model: str) -> Job | None:
-        row = self._conn.execute(
-            select(*JOB_FIELDS).where(
-                jobs.c.fine_tuned_model == fine_tuned_model,
-                jobs.c.project_id == project_id,
-                jobs.c.model_deleted_at.is_(None),
-            )
-        ).first()
+        params = {"model": fine_tuned_model, "project_id": project_id}
+        row = self._conn.execute(_JOB_OF_MODEL, params).first()
         return to_job(row) if row else None
 
     def delete_model(self, job_id: str, now: int) -> bool:
