@@ -71,6 +71,21 @@ class UnpackedCache:
             self._evict(keep=key)
             return target
 
+    def ready(self, key: str) -> Path | None:
+        """The unpacked directory of `key` if it is here now, else None; never unpacks and
+        never waits (None too while another thread holds the cache, unpacking): for the
+        event loop, which must not block."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if key not in self._entries:
+                return None
+            size, _used = self._entries[key]
+            self._entries[key] = (size, time.time())
+            return self.root / key
+        finally:
+            self._lock.release()
+
     def discard(self, prefix: str) -> None:
         """Drop every entry whose key is `prefix` or lies under it."""
         with self._lock:

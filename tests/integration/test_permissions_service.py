@@ -107,3 +107,22 @@ def test_pages_filters_and_refusals(
     assert missing.value.param == "fine_tuned_model_checkpoint"
     with pytest.raises(NotFound):
         services.permissions.create("ft:nothing", projects)
+
+
+def test_served_now_answers_without_unpacking_or_not_at_all(
+    services: Services, principal: Principal, tmp_path: Path
+) -> None:
+    """The chat route's lookup on the event loop (`served_now`): a base model at once; a
+    fine-tuned model or checkpoint only once `served` has unpacked its adapter here;
+    and the same refusals as `served`."""
+    model, checkpoint = trained(services, principal, tmp_path)
+    project = principal.project_id
+    assert services.models.served_now(project, "tiny") == services.models.served(project, "tiny")
+    for name in (model, checkpoint):
+        assert services.models.served_now(project, name) is None
+        assert services.models.served_now(project, name) is None  # asking does not unpack
+        served = services.models.served(project, name)
+        assert served.adapter is not None
+        assert services.models.served_now(project, name) == served
+    with pytest.raises(NotFound):
+        services.models.served_now(other_project(services).project_id, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,23 @@ def test_the_cache_keeps_nothing_of_a_refused_archive(tmp_path: Path) -> None:
     # The entry that was there stays whole, and nothing else is left behind.
     assert sorted(p.name for p in (tmp_path / "cache" / "models" / "job").iterdir()) == ["adapter"]
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache" / "escaped").exists()
+
+
+def test_the_cache_says_what_is_ready_without_unpacking_or_waiting(tmp_path: Path) -> None:
+    cache = UnpackedCache(tmp_path / "cache", max_bytes=1 << 20)
+    good = member_bytes(tmp_path, member("fine.txt"))
+    assert cache.ready("models/job/adapter") is None  # not unpacked: nor is it now
+    assert not (tmp_path / "cache" / "models").exists()
+    directory = cache.directory("models/job/adapter", lambda: [good])
+    assert cache.ready("models/job/adapter") == directory
+    # While another thread holds the cache (unpacking something), it answers None at once.
+    unpacking = threading.Thread(target=cache._lock.acquire)
+    unpacking.start()
+    unpacking.join()
+    try:
+        assert cache.ready("models/job/adapter") is None
+    finally:
+        cache._lock.release()
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,13 @@ def adapter_key(job_id: str) -> str:
     return f"models/{job_id}/adapter.tar.gz"
 
 
+def _entry(job_id: str, checkpoint_id: str | None) -> str:
+    """Where an adapter (or a checkpoint) is unpacked in the cache."""
+    if checkpoint_id is None:
+        return f"models/{job_id}/adapter"
+    return f"checkpoints/{job_id}/{checkpoint_id}"
+
+
 class Artifacts:
     def __init__(self, blobs: BlobStore, cache: UnpackedCache) -> None:
         self._blobs = blobs
@@ -52,13 +59,18 @@ class Artifacts:
     def adapter_dir(self, job_id: str) -> str:
         """The directory of the job's fine-tuned adapter, for an inference engine."""
         key = adapter_key(job_id)
-        return str(self._cache.directory(f"models/{job_id}/adapter", self._chunks(key)))
+        return str(self._cache.directory(_entry(job_id, None), self._chunks(key)))
 
     def checkpoint_adapter_dir(self, job_id: str, checkpoint_id: str) -> str:
         """A checkpoint's directory (its adapter among the trainer's state)."""
         key = checkpoint_key(job_id, checkpoint_id)
-        entry = f"checkpoints/{job_id}/{checkpoint_id}"
-        return str(self._cache.directory(entry, self._chunks(key)))
+        return str(self._cache.directory(_entry(job_id, checkpoint_id), self._chunks(key)))
+
+    def unpacked_dir(self, job_id: str, checkpoint_id: str | None) -> str | None:
+        """The adapter's (or the checkpoint's) directory if it is unpacked here already,
+        else None: it neither unpacks nor waits."""
+        ready = self._cache.ready(_entry(job_id, checkpoint_id))
+        return None if ready is None else str(ready)
 
     def delete_adapters(self, job_id: str) -> None:
         """Remove the job's fine-tuned adapter and every unpacked copy of it and of its

@@ -38,6 +38,15 @@ class InferenceService:
         checked = chat_messages(messages)
         return ChatRequest(project_id, self._models.served(project_id, model), checked, sampling)
 
+    def prepare_now(
+        self, project_id: str, model: str, messages: Sequence[Any], sampling: Sampling
+    ) -> ChatRequest | None:
+        """`prepare` when only the store's read can block (the model's adapter is unpacked
+        already, or it is a base model); else None: call `prepare` in a thread."""
+        checked = chat_messages(messages)
+        served = self._models.served_now(project_id, model)
+        return None if served is None else ChatRequest(project_id, served, checked, sampling)
+
     async def generate(self, request: ChatRequest) -> AsyncIterator[Output]:
         outputs = self._engine.generate(
             request.model, request.messages, request.sampling, tenant=request.project_id

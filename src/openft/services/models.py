@@ -88,6 +88,16 @@ class ModelService:
             adapter = self._artifacts.adapter_dir(start.job_id)
         return ServedModel(name, start.base, adapter)
 
+    def served_now(self, project_id: str, name: str) -> ServedModel | None:
+        """`served` when its adapter is unpacked here already (or it is a base model), so
+        nothing but the store's read can block; else None: call `served` where it may."""
+        with self._db.read() as tx:
+            start = self.start(tx, project_id, name)
+        if start.job_id is None:
+            return ServedModel(name, start.base)
+        adapter = self._artifacts.unpacked_dir(start.job_id, start.checkpoint_id)
+        return None if adapter is None else ServedModel(name, start.base, adapter)
+
     def trainable(self, project_id: str, name: str) -> Start:
         """What a new job of the project may start from: a base model, or one of the
         models it may call (its own fine-tuned models and checkpoints, and those shared
