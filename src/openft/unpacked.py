@@ -48,9 +48,7 @@ class UnpackedCache:
         `archives.UnsafeArchive` for an archive that would write outside its directory."""
         target = self.root / key
         with self._lock:
-            if key in self._entries:
-                size, _used = self._entries[key]
-                self._entries[key] = (size, time.time())
+            if self._touched(key):
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
@@ -78,13 +76,17 @@ class UnpackedCache:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if key not in self._entries:
-                return None
-            size, _used = self._entries[key]
-            self._entries[key] = (size, time.time())
-            return self.root / key
+            return self.root / key if self._touched(key) else None
         finally:
             self._lock.release()
+
+    def _touched(self, key: str) -> bool:
+        """Whether `key` is here; if so it is marked used now (under the lock)."""
+        if key not in self._entries:
+            return False
+        size, _used = self._entries[key]
+        self._entries[key] = (size, time.time())
+        return True
 
     def discard(self, prefix: str) -> None:
         """Drop every entry whose key is `prefix` or lies under it."""

@@ -56,14 +56,12 @@ class Artifacts:
     def adapter_archive(self, job_id: str) -> Blob:
         return self._blobs.get(adapter_key(job_id))
 
-    def adapter_dir(self, job_id: str) -> str:
-        """The directory of the job's fine-tuned adapter, for an inference engine."""
-        key = adapter_key(job_id)
-        return str(self._cache.directory(_entry(job_id, None), self._chunks(key)))
-
-    def checkpoint_adapter_dir(self, job_id: str, checkpoint_id: str) -> str:
-        """A checkpoint's directory (its adapter among the trainer's state)."""
-        key = checkpoint_key(job_id, checkpoint_id)
+    def adapter_dir(self, job_id: str, checkpoint_id: str | None) -> str:
+        """The directory of the job's fine-tuned adapter, or of one of its checkpoints (its
+        adapter among the trainer's state), for an inference engine: unpacked if need be."""
+        key = (
+            adapter_key(job_id) if checkpoint_id is None else checkpoint_key(job_id, checkpoint_id)
+        )
         return str(self._cache.directory(_entry(job_id, checkpoint_id), self._chunks(key)))
 
     def unpacked_dir(self, job_id: str, checkpoint_id: str | None) -> str | None:

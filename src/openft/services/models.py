@@ -82,10 +82,7 @@ class ModelService:
             start = self.start(tx, project_id, name)
         if start.job_id is None:
             return ServedModel(name, start.base)
-        if start.checkpoint_id is not None:
-            adapter = self._artifacts.checkpoint_adapter_dir(start.job_id, start.checkpoint_id)
-        else:
-            adapter = self._artifacts.adapter_dir(start.job_id)
+        adapter = self._artifacts.adapter_dir(start.job_id, start.checkpoint_id)
         return ServedModel(name, start.base, adapter)
 
     def served_now(self, project_id: str, name: str) -> ServedModel | None:

@@ -218,11 +218,10 @@ class LocalEngine(Engine):
         # The wait counts from the first one's submission, not from this thread's waking:
         # the event loop, which runs first, has often sent the others by then.
         head = items[0] if idle else None
-        gather = isinstance(head, Request)
-        until = (head.submitted if isinstance(head, Request) else 0.0) + ADMISSION_WAIT_SECONDS
+        until = head.submitted + ADMISSION_WAIT_SECONDS if isinstance(head, Request) else 0.0
         while True:
             try:
-                left = until - time.monotonic() if gather else 0.0
+                left = until - time.monotonic()
                 items.append(
                     self._inbox.get(timeout=left) if left > 0 else self._inbox.get_nowait()
                 )

@@ -60,16 +60,15 @@ class CheckpointQueries:
             )
         )
 
-    def _one(self, query: Select[Any]) -> Checkpoint | None:
-        row = self._conn.execute(query).one_or_none()
+    def _one(self, query: Select[Any], params: dict[str, Any] | None = None) -> Checkpoint | None:
+        row = self._conn.execute(query, params).one_or_none()
         return None if row is None else _to_checkpoint(row)
 
     def get_checkpoint(self, job_id: str, checkpoint_id: str) -> Checkpoint | None:
         return self._one(_of_job(job_id).where(job_checkpoints.c.id == checkpoint_id))
 
     def checkpoint_at_step(self, job_id: str, step: int) -> Checkpoint | None:
-        row = self._conn.execute(_AT_STEP, {"job_id": job_id, "step": step}).one_or_none()
-        return None if row is None else _to_checkpoint(row)
+        return self._one(_AT_STEP, {"job_id": job_id, "step": step})
 
     def latest_checkpoint(self, job_id: str) -> Checkpoint | None:
         page = self.list_checkpoints(job_id, after=None, limit=1)
